@@ -1,0 +1,10 @@
+"""``python -m actorbus``: the command line."""
+
+from __future__ import annotations
+
+import sys
+
+from actorbus.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""App: composes services on one broker; an ``async with`` lifecycle inside the caller's tasks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._clock import Clock
+from .._log import get_logger
+from ..brokers import Broker, Delivery, Subscription, Topology, connect
+from ..exceptions import ConfigurationError
+from ..messages import Command, JsonCodec, Message, MessageRegistry
+from ..runtime import ActorRef, ActorSystem, ChildSpec, SupervisorSpec
+from ._context import Outgoing
+from ._inbox import Inbox, MemoryInbox
+from ._pipeline import ConsumerActor, Pipeline
+from ._service import Service
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ("App", "ServiceContext")
+
+_log = get_logger("actorbus.app")
+
+
+class ServiceContext:
+    """What a service's start-up hooks and HTTP endpoints work with.
+
+    Attributes:
+        service: The service.
+        app: The running app.
+        data_dir: The service's own directory for persistent state (created on start).
+        state: A place for the service's resources (a database connection, a store).
+    """
+
+    def __init__(self, service: Service, app: App, data_dir: Path) -> None:
+        self.service = service
+        self.app = app
+        self.data_dir = data_dir
+        self.state: dict[str, Any] = {}
+        self.log: Any = get_logger("actorbus.app", service=service.name)
+
+    async def publish(
+        self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> None:
+        """Publish ``event`` now and wait for the broker's confirm."""
+        await self.app.publish(event, correlation_id=correlation_id, causation_id=causation_id)
+
+    async def send(
+        self,
+        command: Command,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        expect_reply: bool = False,
+    ) -> None:
+        """Send ``command`` now; with ``expect_reply`` the reply comes to this service's queue."""
+        await self.app.send(
+            command,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            reply_to=self.service.queue.name if expect_reply else None,
+        )
+
+
+class App:
+    """Services on one broker: declares the topology, supervises consumers, publishes.
+
+    Use it as an async context manager inside your own task group or application::
+
+        async with App([inventory, notification], broker="memory://") as app:
+            await app.publish(OrderCreated(order_id="o-1", sku="ABC", qty=1))
+            ...
+
+    Entering connects to the broker, declares every exchange and queue, runs the services'
+    start-up hooks, starts one supervised consumer actor per ``concurrency`` slot and starts
+    consuming. Leaving stops intake, lets in-flight messages finish (up to
+    ``drain_timeout``; what is left is requeued by the broker), runs shut-down hooks and
+    closes the broker. If a supervisor gives up, leaving raises
+    :class:`~actorbus.exceptions.SupervisorGaveUpError`.
+
+    Args:
+        services: The services to run; their names must be unique.
+        broker: A broker URL (``memory://``, ``amqp://…``) or a broker instance (entered here).
+        data_dir: Root of the services' persistent state; each gets ``<data_dir>/<name>``.
+        inbox: The idempotency inbox; an in-memory one by default.
+        codec: The codec for every message; JSON by default.
+        clock: The clock of the actor system (a manual clock in tests).
+        drain_timeout: Seconds to let in-flight messages finish on shutdown.
+        http: Serve the HTTP front door (the services' routes, ``/healthz``, ``/readyz``,
+            ``/metrics``) on ``HOST:PORT``; needs the ``http`` extra. ``None`` serves none.
+    """
+
+    def __init__(
+        self,
+        services: Iterable[Service],
+        *,
+        broker: str | Broker = "memory://",
+        data_dir: str | Path = ".actorbus",
+        inbox: Inbox | None = None,
+        codec: JsonCodec | None = None,
+        clock: Clock | None = None,
+        drain_timeout: float = 10.0,
+        http: str | None = None,
+    ) -> None:
+        self.services: tuple[Service, ...] = tuple(services)
+        names = [s.name for s in self.services]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigurationError(f"service names must be unique; repeated: {duplicates}")
+        if not self.services:
+            raise ConfigurationError("an App needs at least one Service")
+        self.broker: Broker = connect(broker) if isinstance(broker, str) else broker
+        self.data_dir = Path(data_dir)
+        self.inbox: Inbox = inbox if inbox is not None else MemoryInbox()
+        self.codec = codec or JsonCodec()
+        self.registry = MessageRegistry()
+        for service in self.services:
+            for sub in service.subscriptions.values():
+                self.registry.register(sub.message_type)
+        self.contexts = {
+            s.name: ServiceContext(s, self, self.data_dir / s.name) for s in self.services
+        }
+        first = self.services[0]
+        self._outgoing = Outgoing(self.codec, first.exchange, first.command_exchange)
+        self._clock = clock
+        self._drain_timeout = drain_timeout
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._system: ActorSystem | None = None
+        self._subscriptions: list[Subscription] = []
+        self._running = False
+        self._http = parse_address(http) if http is not None else None
+        self.http_address: tuple[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"App(services={[s.name for s in self.services]}, broker={self.broker.url!r})"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def topology(self) -> Topology:
+        """Return everything the services need declared on the broker."""
+        topology = Topology()
+        for service in self.services:
+            topology = topology.merge(service.topology())
+        return topology
+
+    @property
+    def is_ready(self) -> bool:
+        """Started, the broker connected, and every consumer consuming."""
+        return self._running and self.broker.is_ready
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise ConfigurationError(f"{self!r} is already running; an App runs once at a time")
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await stack.enter_async_context(self.broker)
+            await self.broker.declare(self.topology())
+            for service in self.services:
+                ctx = self.contexts[service.name]
+                await anyio.Path(ctx.data_dir).mkdir(parents=True, exist_ok=True)
+                for hook in service.on_startup:
+                    await hook(ctx)
+                if service.on_shutdown:
+                    stack.push_async_callback(self._run_shutdown_hooks, service)
+            system = self._system = ActorSystem("actorbus", clock=self._clock)
+            await stack.enter_async_context(system)
+            stack.push_async_callback(self._stop_consuming)
+            await self._start_consumers(system)
+            if any(s.background_tasks for s in self.services):
+                tasks = await stack.enter_async_context(anyio.create_task_group())
+                stack.callback(tasks.cancel_scope.cancel)
+                for service in self.services:
+                    for task in service.background_tasks:
+                        tasks.start_soon(_await, task(self.contexts[service.name]))
+            if self._http is not None:
+                await self._start_http(stack, self._http)
+        except BaseException as exc:
+            if not await stack.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+            raise  # pragma: no cover - the stack swallowed a start-up error
+        self._stack = stack
+        self._running = True
+        _log.info(
+            "app_started",
+            services=[s.name for s in self.services],
+            broker=self.broker.url,
+            queues=[s.queue.name for s in self.services],
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._running = False
+        if stack is None:
+            return
+        try:
+            await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._system = None
+            _log.info("app_stopped", services=[s.name for s in self.services])
+
+    async def _start_consumers(self, system: ActorSystem) -> None:
+        for service in self.services:
+            if not service.subscriptions:
+                continue
+            pipeline = Pipeline(service, self.registry, self.broker, self.inbox, self._outgoing)
+            names = [f"{service.name}.consumer-{i}" for i in range(service.concurrency)]
+            spec = SupervisorSpec(
+                service.name,
+                [
+                    ChildSpec(
+                        name,
+                        (lambda p=pipeline: ConsumerActor(p)),  # type: ignore[misc]
+                        mailbox_size=service.prefetch,
+                    )
+                    for name in names
+                ],
+            )
+            supervisor = await system.start(spec)
+            for name in names:
+                ref = supervisor.child(name)
+                sub = await self.broker.consume(
+                    service.queue.name, _deliver_to(ref), prefetch=service.prefetch
+                )
+                self._subscriptions.append(sub)
+
+    async def _start_http(self, stack: contextlib.AsyncExitStack, address: tuple[str, int]) -> None:
+        from ._http import HttpServer, build_asgi
+
+        host, port = address
+        server = HttpServer(build_asgi(self), host, port)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.push_async_callback(server.stop)
+        await tg.start(server.run)
+        self.http_address = server.address
+
+    def asgi(self) -> Any:
+        """Return the ASGI app of the HTTP front door, to mount in your own ASGI server."""
+        from ._http import build_asgi
+
+        return build_asgi(self)
+
+    async def _stop_consuming(self) -> None:
+        """Stop intake, then let the actors finish what they hold (bounded by the timeout)."""
+        with anyio.CancelScope(shield=True):
+            subs, self._subscriptions = self._subscriptions, []
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.cancel()
+            if self._system is not None:
+                await self._system.stop(timeout=self._drain_timeout)
+
+    async def _run_shutdown_hooks(self, service: Service) -> None:
+        ctx = self.contexts[service.name]
+        for hook in reversed(service.on_shutdown):
+            await hook(ctx)
+
+    # -------------------------------------------------------------- publishing
+
+    async def publish(
+        self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> None:
+        """Publish ``event`` to the events exchange and wait for the broker's confirm."""
+        await self.broker.publish(
+            self._outgoing.build(event, correlation_id=correlation_id, causation_id=causation_id)
+        )
+
+    async def send(
+        self,
+        command: Command,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> None:
+        """Send ``command`` to the service that handles it and wait for the broker's confirm."""
+        await self.broker.publish(
+            self._outgoing.build(
+                command,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                reply_to=reply_to,
+            )
+        )
+
+    async def serve_forever(self) -> None:
+        """Wait until cancelled (e.g. by a signal) or until a supervisor gives up."""
+        await anyio.sleep_forever()
+
+
+async def _await(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[::1]:8000`` for IPv6).
+
+    Raises:
+        ConfigurationError: It is not ``HOST:PORT`` with a port in 0-65535.
+    """
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigurationError(
+            f"invalid HTTP address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8000"
+        )
+    return host, int(port_text)
+
+
+def _deliver_to(ref: ActorRef) -> Any:
+    """Return the broker callback that puts a delivery in ``ref``'s mailbox.
+
+    The mailbox holds ``prefetch`` messages, so ``tell_nowait`` always has room. If it ever
+    has not (an over-delivering broker, or an actor being stopped), the delivery is left
+    unsettled: the broker requeues it when the subscription closes, so nothing is lost.
+    """
+    tell_nowait = ref.tell_nowait
+
+    def on_delivery(delivery: Delivery) -> None:
+        try:
+            tell_nowait(delivery)
+        except Exception as exc:
+            _log.warning(
+                "delivery_not_accepted", actor=ref.name, queue=delivery.queue, error=str(exc)
+            )
+
+    return on_delivery

@@ -1,0 +1,206 @@
+"""HandlerContext: what a handler may do with the message it handles."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .._log import get_logger
+from ..brokers import DEFAULT_EXCHANGE, OutboundMessage
+from ..exceptions import ConfigurationError
+from ..messages import Command, Envelope, JsonCodec, Message
+
+__all__ = ("HandlerContext", "Outgoing")
+
+SCHEMA_VERSION_HEADER = "x-schema-version"
+
+_log = get_logger("actorbus.app")
+
+
+class _Route:
+    """Where messages of one type go; computed once per type."""
+
+    __slots__ = ("exchange", "headers", "type")
+
+    def __init__(self, exchange: str, type_: str, version: int) -> None:
+        self.exchange = exchange
+        self.type = type_
+        # Shared by every message of the type: brokers copy, never mutate, headers.
+        self.headers = {SCHEMA_VERSION_HEADER: version}
+
+
+class Outgoing:
+    """Turns messages into :class:`~actorbus.brokers.OutboundMessage` s: encode and address.
+
+    Events go to the events exchange under their routing key; commands to the command
+    exchange under their name; replies to the default exchange under the ``reply_to`` queue.
+    Each type's address is worked out once.
+
+    Args:
+        codec: Encodes message bodies.
+        exchange: The events exchange.
+        command_exchange: The commands exchange.
+    """
+
+    __slots__ = ("_codec", "_command_exchange", "_exchange", "_routes")
+
+    def __init__(self, codec: JsonCodec, exchange: str, command_exchange: str) -> None:
+        self._codec = codec
+        self._exchange = exchange
+        self._command_exchange = command_exchange
+        self._routes: dict[type[Message], _Route] = {}
+
+    def _route(self, message_type: type[Message]) -> _Route:
+        key: str | None = getattr(message_type, "__routing_key__", None)
+        if not key:
+            raise ConfigurationError(
+                f"cannot publish {message_type.__qualname__}: it declares no routing key"
+            )
+        exchange = self._command_exchange if issubclass(message_type, Command) else self._exchange
+        route = self._routes[message_type] = _Route(exchange, key, message_type.__version__)
+        return route
+
+    def build(
+        self,
+        message: Message,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        reply_to: str | None = None,
+        to_queue: str | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> OutboundMessage:
+        """Encode ``message`` and address it.
+
+        Args:
+            message: The event, command or reply.
+            correlation_id: The business flow's id (e.g. the order id).
+            causation_id: The id of the message whose handling produced this one.
+            reply_to: The queue a command's reply should be sent to.
+            to_queue: Send straight to this queue through the default exchange (replies).
+            headers: Extra headers (e.g. trace context) merged over the type's headers.
+        """
+        cls = type(message)
+        route = self._routes.get(cls) or self._route(cls)
+        hdrs = route.headers if headers is None else {**route.headers, **headers}
+        envelope = Envelope(
+            str(message.event_id),
+            route.type,
+            to_queue if to_queue is not None else route.type,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            reply_to=reply_to,
+            headers=hdrs,
+            timestamp=time.time(),
+        )
+        exchange = DEFAULT_EXCHANGE if to_queue is not None else route.exchange
+        return OutboundMessage(exchange, envelope, self._codec.encode(message))
+
+
+class HandlerContext:
+    """Given to a handler with its message: publish, send, reply; all flushed before the ack.
+
+    What a handler publishes is buffered; when it returns, the pipeline publishes the buffer
+    with confirms, records the message in the inbox, and only then acks the delivery. If the
+    handler raises, nothing it buffered is published.
+
+    Attributes:
+        envelope: The delivery's metadata (ids, attempt, redelivered, headers).
+        service: The name of the service handling the message.
+        queue: The queue it was consumed from.
+    """
+
+    __slots__ = ("_log", "_outgoing", "buffer", "envelope", "queue", "service")
+
+    def __init__(self, envelope: Envelope, service: str, queue: str, outgoing: Outgoing) -> None:
+        self.envelope = envelope
+        self.service = service
+        self.queue = queue
+        self._outgoing = outgoing
+        self.buffer: list[OutboundMessage] = []
+        self._log: Any = None
+
+    @property
+    def message_id(self) -> str:
+        """The id (``eventId``) of the message being handled."""
+        return self.envelope.message_id
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The business flow's id, carried from message to message."""
+        return self.envelope.correlation_id
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first delivery, then 2, 3, … on retries and redeliveries."""
+        return self.envelope.attempt
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to this delivery's ids (built on first use)."""
+        if self._log is None:
+            env = self.envelope
+            self._log = _log.bind(
+                service=self.service,
+                message_id=env.message_id,
+                message_type=env.type,
+                correlation_id=env.correlation_id,
+                causation_id=env.causation_id,
+                attempt=env.attempt,
+            )
+        return self._log
+
+    def publish(self, event: Message, *, correlation_id: str | None = None) -> None:
+        """Publish ``event`` once the handler has succeeded.
+
+        Args:
+            event: The event to publish.
+            correlation_id: Overrides the correlation id inherited from the delivery.
+        """
+        self.buffer.append(
+            self._outgoing.build(
+                event,
+                correlation_id=correlation_id or self.envelope.correlation_id,
+                causation_id=self.envelope.message_id,
+            )
+        )
+
+    def send(
+        self, command: Command, *, expect_reply: bool = False, correlation_id: str | None = None
+    ) -> None:
+        """Send ``command`` to the one service that handles it, once the handler has succeeded.
+
+        Args:
+            command: The command.
+            expect_reply: Ask the receiver to reply to this service's queue.
+            correlation_id: Overrides the correlation id inherited from the delivery.
+        """
+        self.buffer.append(
+            self._outgoing.build(
+                command,
+                correlation_id=correlation_id or self.envelope.correlation_id,
+                causation_id=self.envelope.message_id,
+                reply_to=self.queue if expect_reply else None,
+            )
+        )
+
+    def reply(self, message: Message) -> None:
+        """Reply to the command being handled (to its ``reply_to`` queue).
+
+        Raises:
+            ConfigurationError: The command asked for no reply.
+        """
+        reply_to = self.envelope.reply_to
+        if not reply_to:
+            raise ConfigurationError(
+                f"cannot reply to {self.envelope.type!r} (message_id "
+                f"{self.envelope.message_id!r}): it carries no reply_to queue"
+            )
+        self.buffer.append(
+            self._outgoing.build(
+                message,
+                correlation_id=self.envelope.correlation_id,
+                causation_id=self.envelope.message_id,
+                to_queue=reply_to,
+            )
+        )

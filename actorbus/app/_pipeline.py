@@ -1,0 +1,230 @@
+"""The per-queue pipeline, built once at start-up: decode → handler → publish → ack.
+
+Per delivery the hot path is: one dict lookup for the route, one typed msgspec decode, one
+inbox lookup, the handler, one pipelined publish of what it buffered (if anything), one
+inbox record and the ack. Everything else (decoders, handler lookup, retry policy,
+dead-letter headers) is decided here, before the first message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from .._log import get_logger
+from ..brokers import (
+    XH_ATTEMPTS,
+    XH_ERROR_MESSAGE,
+    XH_ERROR_TYPE,
+    XH_REASON,
+    Broker,
+    Delivery,
+)
+from ..exceptions import (
+    DecodeError,
+    MessageError,
+    MessageTooLargeError,
+    RejectMessage,
+    RetryLater,
+    UnknownMessageTypeError,
+    UnsupportedVersionError,
+)
+from ..messages import MessageRegistry
+from ..runtime import Actor
+from ._context import SCHEMA_VERSION_HEADER, HandlerContext, Outgoing
+from ._inbox import Inbox
+from ._service import Handler, RetryPolicy, Service
+
+__all__ = ("ConsumerActor", "Pipeline")
+
+_log = get_logger("actorbus.app")
+
+_MAX_ERROR_TEXT = 1000
+
+
+class _Route:
+    __slots__ = ("decode", "handler")
+
+    def __init__(self, decode: Any, handler: Handler) -> None:
+        self.decode = decode
+        self.handler = handler
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnknownMessageTypeError):
+        return "unknown-type"
+    if isinstance(exc, UnsupportedVersionError):
+        return "unsupported-version"
+    if isinstance(exc, MessageTooLargeError):
+        return "too-large"
+    if isinstance(exc, DecodeError):
+        return "decode-error"
+    if isinstance(exc, RejectMessage):
+        return "rejected"
+    return "handler-error"
+
+
+def error_headers(exc: BaseException, attempts: int) -> dict[str, Any]:
+    """Return the dead-letter headers that record why ``exc`` dead-lettered a message."""
+    text = str(exc)
+    if len(text) > _MAX_ERROR_TEXT:
+        text = text[:_MAX_ERROR_TEXT] + "…"
+    return {
+        XH_REASON: _reason(exc),
+        XH_ERROR_TYPE: type(exc).__qualname__,
+        XH_ERROR_MESSAGE: text,
+        XH_ATTEMPTS: attempts,
+    }
+
+
+class Pipeline:
+    """Handles the deliveries of one service's queue.
+
+    Args:
+        service: The service whose handlers run.
+        registry: The app's trusted message types.
+        broker: Where buffered publishes go.
+        inbox: The idempotency inbox.
+        outgoing: Encodes and addresses what handlers publish.
+    """
+
+    __slots__ = (
+        "_broker",
+        "_consumer",
+        "_inbox",
+        "_outgoing",
+        "_retry",
+        "_routes",
+        "_service",
+        "queue",
+    )
+
+    def __init__(
+        self,
+        service: Service,
+        registry: MessageRegistry,
+        broker: Broker,
+        inbox: Inbox,
+        outgoing: Outgoing,
+    ) -> None:
+        self._service = service.name
+        self.queue = service.queue.name
+        self._consumer = f"{service.name}:{self.queue}"
+        self._broker = broker
+        self._inbox = inbox
+        self._outgoing = outgoing
+        self._retry: RetryPolicy = service.retry
+        self._routes: dict[str, _Route] = {
+            key: _Route(registry.decoder(key, target=sub.message_type).decode, sub.handler)
+            for key, sub in service.subscriptions.items()
+        }
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Process one delivery to its end: acked, retried later, or dead-lettered."""
+        env = delivery.envelope
+        route = self._routes.get(env.type)
+        if route is None:
+            await self._dead_letter(delivery, UnknownMessageTypeError(env.type, self._routes))
+            return
+        headers: Mapping[str, Any] = env.headers
+        try:
+            message = route.decode(
+                delivery.body, headers.get(SCHEMA_VERSION_HEADER) if headers else None
+            )
+        except MessageError as exc:
+            await self._dead_letter(delivery, exc)
+            return
+
+        message_id = env.message_id or str(message.event_id)
+        published = await self._inbox.lookup(self._consumer, message_id)
+        if published is not None:
+            # Handled before: announce again what it published (same eventIds), then ack.
+            if published:
+                await self._broker.publish_batch(published)
+            await delivery.ack()
+            return
+
+        ctx = HandlerContext(env, self._service, self.queue, self._outgoing)
+        try:
+            await route.handler(message, ctx)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except RejectMessage as exc:
+            await self._dead_letter(delivery, exc)
+            return
+        except Exception as exc:
+            await self._failed(delivery, exc)
+            return
+
+        buffer = ctx.buffer
+        await self._inbox.record(self._consumer, message_id, buffer)
+        if buffer:
+            await self._broker.publish_batch(buffer)
+        await delivery.ack()
+
+    async def _failed(self, delivery: Delivery, exc: Exception) -> None:
+        env = delivery.envelope
+        attempt = env.attempt
+        if attempt >= self._retry.max_attempts:
+            await self._dead_letter(delivery, exc)
+            return
+        delay = exc.delay if isinstance(exc, RetryLater) and exc.delay is not None else None
+        if delay is None:
+            delay = self._retry.backoff.delay(attempt)
+        if not isinstance(exc, RetryLater):
+            _log.warning(
+                "handler_failed",
+                service=self._service,
+                queue=self.queue,
+                message_type=env.type,
+                message_id=env.message_id,
+                correlation_id=env.correlation_id,
+                attempt=attempt,
+                max_attempts=self._retry.max_attempts,
+                retry_in=round(delay, 3),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        await delivery.retry(delay, {XH_ERROR_TYPE: type(exc).__qualname__})
+
+    async def _dead_letter(self, delivery: Delivery, exc: BaseException) -> None:
+        env = delivery.envelope
+        headers = error_headers(exc, env.attempt)
+        _log.error(
+            "message_dead_lettered",
+            service=self._service,
+            queue=self.queue,
+            dlq=f"{self.queue}.dlq",
+            message_type=env.type,
+            message_id=env.message_id,
+            correlation_id=env.correlation_id,
+            attempts=env.attempt,
+            reason=headers[XH_REASON],
+            error=headers[XH_ERROR_MESSAGE],
+        )
+        await delivery.dead_letter(headers)
+
+
+class ConsumerActor(Actor):
+    """The actor that drains one subscription's mailbox through a :class:`Pipeline`.
+
+    If processing a delivery fails outside the handler (e.g. the broker went away while
+    acking), the delivery is handed back to the broker and the supervisor restarts the
+    actor; its mailbox, and the deliveries in it, survive the restart.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._handle = pipeline.handle
+
+    async def receive(self, message: Any) -> None:
+        """Run one delivery through the pipeline."""
+        await self._handle(message)
+
+    async def on_failure(self, exc: Exception, message: Any) -> None:
+        """Requeue the delivery whose processing failed, so that no message is lost."""
+        if isinstance(message, Delivery):
+            try:
+                await message.nack(requeue=True)
+            except Exception as nack_exc:  # the broker is gone: it requeues by itself
+                _log.debug("requeue_failed", error=str(nack_exc))

@@ -1,0 +1,332 @@
+"""The broker seam: what every transport must do, as Protocols and plain values.
+
+A broker moves bytes plus an :class:`~actorbus.messages.Envelope`. It knows nothing of
+actors, services or message classes. What a broker must *do* is pinned by the conformance
+suite in :mod:`actorbus.testing`; a third-party broker satisfies these Protocols without
+inheriting from anything of ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from ..messages._envelope import Envelope
+
+__all__ = (
+    "DEFAULT_EXCHANGE",
+    "DEFAULT_RETRY_DELAYS",
+    "Binding",
+    "Broker",
+    "Delivery",
+    "DeliveryCallback",
+    "ExchangeSpec",
+    "ExchangeType",
+    "OutboundMessage",
+    "QueueSpec",
+    "QueueType",
+    "Subscription",
+    "Topology",
+    "XH_ATTEMPT",
+    "XH_ATTEMPTS",
+    "XH_ERROR_MESSAGE",
+    "XH_ERROR_TYPE",
+    "XH_ORIGINAL_EXCHANGE",
+    "XH_ORIGINAL_ROUTING_KEY",
+    "XH_ORIGINAL_QUEUE",
+    "XH_REASON",
+)
+
+#: The nameless exchange: routes a message to the queue named by its routing key.
+#: Commands and replies travel through it.
+DEFAULT_EXCHANGE = ""
+
+#: Retry delay tiers (seconds) of a queue unless its spec says otherwise.
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0)
+
+# Headers that brokers and the app agree on. Brokers set the ``original-*`` ones when they
+# dead-letter or retry a delivery; the app supplies the error ones.
+XH_ATTEMPT = "x-actorbus-attempt"
+"""Header: the attempt number (1-based) a retried message will be delivered as."""
+XH_REASON = "x-actorbus-reason"
+"""Header: why a message was dead-lettered (``handler-error``, ``decode-error``, …)."""
+XH_ERROR_TYPE = "x-actorbus-error-type"
+"""Header: the class name of the exception that dead-lettered the message."""
+XH_ERROR_MESSAGE = "x-actorbus-error-message"
+"""Header: the exception's message (truncated)."""
+XH_ATTEMPTS = "x-actorbus-attempts"
+"""Header: how many attempts were made before dead-lettering."""
+XH_ORIGINAL_EXCHANGE = "x-actorbus-original-exchange"
+"""Header: the exchange the message was first published to."""
+XH_ORIGINAL_ROUTING_KEY = "x-actorbus-original-routing-key"
+"""Header: the routing key the message was first published with."""
+XH_ORIGINAL_QUEUE = "x-actorbus-original-queue"
+"""Header: the queue the message was consumed from when it was dead-lettered."""
+
+ExchangeType = Literal["topic", "direct", "fanout"]
+QueueType = Literal["classic", "quorum"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    """An exchange to declare.
+
+    Attributes:
+        name: The exchange's name, e.g. ``"orders.topic"``.
+        type: How it routes: ``topic`` (patterns with ``*`` and ``#``), ``direct`` or ``fanout``.
+        durable: Whether it survives a broker restart.
+    """
+
+    name: str
+    type: ExchangeType = "topic"
+    durable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A queue to declare, with its dead-letter queue and retry tiers.
+
+    Attributes:
+        name: The queue's name, e.g. ``"inventory.queue"``.
+        durable: Whether it survives a broker restart.
+        queue_type: ``classic`` or ``quorum`` (what a cluster needs).
+        dead_letter: Declare ``<name>.dlq`` and dead-letter rejected messages there.
+        retry_delays: Delay tiers in seconds for :meth:`Delivery.retry`; a retry waits in
+            the smallest tier not shorter than the delay asked for (the longest otherwise).
+        delivery_limit: Quorum queues only: dead-letter a message after this many
+            redeliveries (poison-message protection at the broker).
+        single_active_consumer: Only one consumer receives at a time (per-key ordering);
+            the others stand by and take over when it goes away.
+        max_length: Bound on ready messages; ``None`` for no bound.
+    """
+
+    name: str
+    durable: bool = True
+    queue_type: QueueType = "classic"
+    dead_letter: bool = True
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    delivery_limit: int | None = None
+    single_active_consumer: bool = False
+    max_length: int | None = None
+
+    @property
+    def dlq_name(self) -> str:
+        """The name of this queue's dead-letter queue."""
+        return f"{self.name}.dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Route messages from ``exchange`` whose routing key matches ``routing_key`` to ``queue``.
+
+    For a topic exchange ``routing_key`` is a pattern: ``*`` matches one word, ``#`` zero or
+    more words.
+    """
+
+    exchange: str
+    queue: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Everything a set of services needs declared on the broker."""
+
+    exchanges: tuple[ExchangeSpec, ...] = ()
+    queues: tuple[QueueSpec, ...] = ()
+    bindings: tuple[Binding, ...] = ()
+
+    def merge(self, other: Topology) -> Topology:
+        """Return the union of both topologies, without duplicates, in declaration order."""
+        return Topology(
+            exchanges=tuple(dict.fromkeys(self.exchanges + other.exchanges)),
+            queues=tuple(dict.fromkeys(self.queues + other.queues)),
+            bindings=tuple(dict.fromkeys(self.bindings + other.bindings)),
+        )
+
+
+class OutboundMessage:
+    """A message to publish: where to, its envelope and its encoded body.
+
+    Attributes:
+        exchange: The exchange to publish to; :data:`DEFAULT_EXCHANGE` routes by queue name.
+        envelope: The metadata; ``envelope.routing_key`` is the routing key used.
+        body: The encoded payload.
+        mandatory: Fail with :class:`~actorbus.exceptions.UnroutableError` if no queue
+            receives the message.
+    """
+
+    __slots__ = ("body", "envelope", "exchange", "mandatory")
+
+    def __init__(
+        self, exchange: str, envelope: Envelope, body: bytes, *, mandatory: bool = True
+    ) -> None:
+        self.exchange = exchange
+        self.envelope = envelope
+        self.body = body
+        self.mandatory = mandatory
+
+    def __repr__(self) -> str:
+        return f"OutboundMessage(exchange={self.exchange!r}, envelope={self.envelope!r})"
+
+
+@runtime_checkable
+class Delivery(Protocol):
+    """One message handed to a consumer, to be settled exactly once.
+
+    Settling (``ack``, ``nack``, ``retry``, ``dead_letter``) a second time is a no-op.
+    A delivery not settled when its subscription or broker closes is requeued.
+    """
+
+    @property
+    def envelope(self) -> Envelope:
+        """The message's metadata, including ``redelivered`` and ``attempt``."""
+        ...
+
+    @property
+    def body(self) -> bytes:
+        """The raw payload."""
+        ...
+
+    @property
+    def queue(self) -> str:
+        """The queue it was consumed from."""
+        ...
+
+    @property
+    def exchange(self) -> str:
+        """The exchange it was published to."""
+        ...
+
+    async def ack(self) -> None:
+        """Confirm that the message was processed; the broker forgets it."""
+        ...
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        """Give the message back: requeue it (redelivered), or dead-letter it at the broker."""
+        ...
+
+    async def retry(self, delay: float, headers: Mapping[str, Any] | None = None) -> None:
+        """Deliver the message again after at least ``delay`` seconds, as the next attempt.
+
+        The delivery is settled at once; the message waits at the broker (not in this
+        process's memory) and comes back with ``envelope.attempt`` increased by one.
+        """
+        ...
+
+    async def dead_letter(self, headers: Mapping[str, Any]) -> None:
+        """Move the message to its queue's dead-letter queue with ``headers`` added.
+
+        The copy in the dead-letter queue keeps the body, ``message_id`` and properties and
+        records the original exchange, routing key and queue. It is confirmed before the
+        delivery is acked, so a crash in between duplicates rather than loses it.
+        """
+        ...
+
+
+DeliveryCallback = Callable[[Delivery], None]
+"""Called by the broker for each delivery; must not block and should not raise."""
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """A running consumer on one queue."""
+
+    @property
+    def queue(self) -> str:
+        """The queue consumed from."""
+        ...
+
+    @property
+    def active(self) -> bool:
+        """Whether deliveries are flowing (false while reconnecting or after a cancel)."""
+        ...
+
+    async def cancel(self) -> None:
+        """Stop receiving new deliveries; deliveries in flight may still be settled."""
+        ...
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """A message broker: declare topology, publish with confirmation, consume with prefetch.
+
+    A broker is used as an async context manager: entering connects (and starts whatever
+    background work it needs), leaving cancels consumers, requeues unsettled deliveries and
+    closes. Every method may raise :class:`~actorbus.exceptions.BrokerError` subclasses.
+    """
+
+    @property
+    def url(self) -> str:
+        """The broker's URL with credentials redacted; safe to log."""
+        ...
+
+    @property
+    def is_ready(self) -> bool:
+        """Connected, and every subscription actually consuming."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def declare(self, topology: Topology) -> None:
+        """Declare exchanges, queues (with dead-letter and retry queues) and bindings.
+
+        Declaring the same topology twice is harmless.
+
+        Raises:
+            TopologyError: A declaration clashes with what exists on the broker.
+        """
+        ...
+
+    async def publish(self, message: OutboundMessage) -> None:
+        """Publish one message and wait until the broker confirmed it.
+
+        Raises:
+            UnroutableError: ``message.mandatory`` and no queue received it.
+            PublishNackedError: The broker refused it.
+            BrokerConnectionError: The connection was lost before the confirm arrived.
+        """
+        ...
+
+    async def publish_batch(self, messages: Sequence[OutboundMessage]) -> None:
+        """Publish several messages pipelined and wait until all are confirmed.
+
+        Raises:
+            PublishError: At least one was not confirmed; the first failure is raised after
+                every message was either confirmed or failed.
+        """
+        ...
+
+    async def consume(
+        self, queue: str, on_delivery: DeliveryCallback, *, prefetch: int
+    ) -> Subscription:
+        """Start consuming ``queue``: at most ``prefetch`` unsettled deliveries at a time.
+
+        Raises:
+            QueueNotFoundError: The queue was not declared.
+        """
+        ...
+
+    async def get(self, queue: str) -> Delivery | None:
+        """Take one message from ``queue`` without a subscription, or ``None`` if empty."""
+        ...
+
+    async def queue_depth(self, queue: str) -> int:
+        """Return the number of ready messages in ``queue``."""
+        ...
+
+    async def purge(self, queue: str) -> int:
+        """Delete every ready message of ``queue``; return how many were deleted."""
+        ...

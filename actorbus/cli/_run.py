@@ -1,0 +1,118 @@
+"""``run TARGET``: resolve services, run them as one App until a signal, map errors to codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .._log import get_logger
+from ..app import App, Service
+from ..brokers import redact
+from ..exceptions import (
+    BrokerConnectionError,
+    ConfigurationError,
+    SupervisorGaveUpError,
+)
+from ._imports import resolve_services
+from ._logging import configure_logging
+from ._parser import DEFAULT_DATA_DIR, DEFAULT_HTTP, _env, add_broker_option
+from ._signals import wait_for_shutdown_signal
+
+__all__ = ("add_run_command", "run_command")
+
+_log = get_logger("actorbus.cli")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def add_run_command(sub: Any) -> None:
+    """Add the ``run`` subcommand to the parser's subcommands."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "run",
+        help="run the services of a package or module until SIGINT/SIGTERM",
+        description=(
+            "Run every service of TARGET in this process: `services` runs the whole reference "
+            "system, `services.inventory` one service, `pkg.mod:attr` the services named by "
+            "attr. Logs one line when ready; exits 0 after a clean SIGINT/SIGTERM shutdown, "
+            "1 if a supervisor gave up or the broker failed, 2 on a usage error."
+        ),
+    )
+    parser.add_argument("target", metavar="TARGET", help="package, module, or module:attribute")
+    add_broker_option(parser)
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        default=_env("ACTORBUS_HTTP", DEFAULT_HTTP),
+        help=f"HTTP front door address, or 'off' (env ACTORBUS_HTTP; default {DEFAULT_HTTP})",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=_env("ACTORBUS_DATA_DIR", DEFAULT_DATA_DIR),
+        help=f"where services keep their state (env ACTORBUS_DATA_DIR; default {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=float(_env("ACTORBUS_DRAIN_TIMEOUT", "10")),
+        help="on shutdown, how long in-flight messages may finish before they are requeued "
+        "(env ACTORBUS_DRAIN_TIMEOUT; default 10)",
+    )
+    parser.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``args.target`` until a shutdown signal; return the process exit code."""
+    configure_logging(args.log_level, args.log_format)
+    try:
+        services = resolve_services(args.target)
+        http = None if args.http in ("off", "none", "") else args.http
+        app = App(
+            services,
+            broker=args.broker,
+            data_dir=Path(args.data_dir),
+            http=http,
+            drain_timeout=args.drain_timeout,
+        )
+    except ConfigurationError as exc:
+        _log.error("invalid_usage", error=str(exc))
+        return EXIT_USAGE
+    backend_options: dict[str, Any] = {}
+    if importlib.util.find_spec("uvloop") is not None and not os.environ.get("ACTORBUS_NO_UVLOOP"):
+        backend_options["use_uvloop"] = True
+    try:
+        return anyio.run(_serve, app, services, backend="asyncio", backend_options=backend_options)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return EXIT_FAILED
+
+
+async def _serve(app: App, services: list[Service]) -> int:
+    try:
+        async with app:
+            ready: dict[str, Any] = {
+                "services": [s.name for s in services],
+                "broker": redact(app.broker.url),
+            }
+            if app.http_address is not None:
+                host, port = app.http_address
+                ready["http"] = f"http://{host}:{port}"
+            _log.info("actorbus_ready", **ready)
+            await wait_for_shutdown_signal()
+    except SupervisorGaveUpError:
+        return EXIT_FAILED  # the runtime logged the one line that explains it
+    except BrokerConnectionError as exc:
+        _log.error("broker_unavailable", error=str(exc))
+        return EXIT_FAILED
+    except ConfigurationError as exc:
+        _log.error("invalid_usage", error=str(exc))
+        return EXIT_USAGE
+    _log.info("actorbus_stopped")
+    return EXIT_OK

@@ -1,0 +1,354 @@
+"""Every public exception of actorbus, under one root: :class:`ActorbusError`.
+
+Grouped by layer. Messages are built in ``__init__`` so that every raise site says the same
+thing the same way: what was wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import anyio
+
+__all__ = (
+    "ActorbusError",
+    "ConfigurationError",
+    # runtime
+    "RuntimeLayerError",
+    "ActorNotFoundError",
+    "ActorStoppedError",
+    "AskTimeoutError",
+    "MailboxFullError",
+    "SupervisorGaveUpError",
+    # messages
+    "MessageError",
+    "DecodeError",
+    "MessageTooLargeError",
+    "UnknownMessageTypeError",
+    "UnsupportedVersionError",
+    # brokers
+    "BrokerError",
+    "BrokerConnectionError",
+    "UnknownBrokerError",
+    "PublishError",
+    "UnroutableError",
+    "PublishNackedError",
+    "TopologyError",
+    "QueueNotFoundError",
+    "BrokerImportError",
+    "ExchangeNotFoundError",
+    "PublishTooLargeError",
+    "TopologyConflictError",
+    # handler signals
+    "HandlerSignal",
+    "RejectMessage",
+    "RetryLater",
+)
+
+
+class ActorbusError(Exception):
+    """Root of every exception raised by actorbus."""
+
+
+class ConfigurationError(ActorbusError, ValueError):
+    """A declaration, option or URL is invalid; raised at start-up, never per message."""
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class RuntimeLayerError(ActorbusError):
+    """Base of the actor runtime's errors."""
+
+
+class ActorStoppedError(RuntimeLayerError):
+    """A message was sent to an actor that is not running."""
+
+    def __init__(self, actor: str) -> None:
+        self.actor = actor
+        super().__init__(f"actor {actor!r} is not running; the message was not delivered")
+
+
+class ActorNotFoundError(RuntimeLayerError, LookupError):
+    """A supervisor was asked for a child it does not have."""
+
+    def __init__(self, supervisor: str, name: str, known: Iterable[str]) -> None:
+        self.supervisor = supervisor
+        self.name = name
+        listed = ", ".join(repr(n) for n in sorted(known)) or "none"
+        super().__init__(
+            f"supervisor {supervisor!r} has no child {name!r} (its children: {listed})"
+        )
+
+
+class MailboxFullError(RuntimeLayerError, anyio.WouldBlock):
+    """``tell_nowait`` found the actor's bounded mailbox full (an ``anyio.WouldBlock``)."""
+
+    def __init__(self, actor: str, capacity: int) -> None:
+        self.actor = actor
+        self.capacity = capacity
+        super().__init__(
+            f"mailbox of actor {actor!r} is full ({capacity} messages); "
+            "use 'await tell(...)' to wait for room, or raise the mailbox size"
+        )
+
+
+class AskTimeoutError(RuntimeLayerError, TimeoutError):
+    """An ``ask`` got no reply in time."""
+
+    def __init__(self, actor: str, timeout: float) -> None:
+        self.actor = actor
+        self.timeout = timeout
+        super().__init__(f"actor {actor!r} did not reply within {timeout:g} s")
+
+
+class SupervisorGaveUpError(RuntimeLayerError):
+    """A supervisor exceeded its restart intensity and stopped its children."""
+
+    def __init__(
+        self, supervisor: str, actor: str, restarts: int, period: float, last_error: BaseException
+    ) -> None:
+        self.supervisor = supervisor
+        self.actor = actor
+        self.restarts = restarts
+        self.period = period
+        self.last_error = last_error
+        super().__init__(
+            f"supervisor {supervisor!r} gave up: actor {actor!r} failed more than {restarts} "
+            f"times in {period:g} s; last error: {type(last_error).__name__}: {last_error}"
+        )
+
+
+# -------------------------------------------------------------------------- messages
+
+
+class MessageError(ActorbusError):
+    """Base of the message layer's errors (encoding, decoding, registry)."""
+
+
+class DecodeError(MessageError, ValueError):
+    """A payload could not be decoded into its registered type.
+
+    Attributes:
+        type_name: What it was decoded as, e.g. ``"OrderCreated (order.created v1)"``.
+        detail: What was wrong; for a schema mismatch msgspec's text, e.g.
+            ``"Expected `int`, got `str` - at `$.qty`"``.
+        routing_key: The wire name of the type, if known.
+        version: The schema version it was decoded as, if known.
+        path: The JSON path of the offending value (``"$.qty"``), if known.
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        detail: str,
+        *,
+        payload: bytes | bytearray | memoryview | None = None,
+        routing_key: str | None = None,
+        version: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.detail = detail
+        self.routing_key = routing_key
+        self.version = version
+        self.path = path
+        shown = ""
+        if payload is not None:
+            snippet = bytes(payload[:120])
+            more = "…" if len(payload) > 120 else ""
+            shown = f"; payload starts {snippet!r}{more}"
+        super().__init__(f"cannot decode {type_name}: {detail}{shown}")
+
+
+class MessageTooLargeError(MessageError, ValueError):
+    """A payload is larger than the configured limit."""
+
+    def __init__(self, size: int, limit: int, where: str = "") -> None:
+        self.size = size
+        self.limit = limit
+        at = f" ({where})" if where else ""
+        super().__init__(
+            f"message of {size} bytes exceeds the limit of {limit} bytes{at}; "
+            "raise the codec's max_size (JsonCodec(max_size=...)) if such messages are expected"
+        )
+
+
+class UnknownMessageTypeError(MessageError, LookupError):
+    """The wire names a message type that the running app did not register."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"unknown message type {name!r}: only registered types are decoded "
+            f"(registered: {listed})"
+        )
+
+
+class UnsupportedVersionError(MessageError, LookupError):
+    """The wire names a schema version that no registered type or upcaster handles."""
+
+    def __init__(
+        self, name: str, version: object, supported: Iterable[int], *, hint: str = ""
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.supported = tuple(sorted(supported))
+        listed = ", ".join(str(v) for v in self.supported) or "none"
+        extra = f"; {hint}" if hint else ""
+        super().__init__(
+            f"unsupported schemaVersion {version!r} for {name!r} (supported: {listed}){extra}"
+        )
+
+
+# --------------------------------------------------------------------------- brokers
+
+
+class BrokerError(ActorbusError):
+    """Base of the broker layer's errors."""
+
+
+class UnknownBrokerError(BrokerError, ConfigurationError, LookupError):
+    """No broker is registered for a URL scheme."""
+
+    def __init__(self, scheme: str, known: Iterable[str]) -> None:
+        self.scheme = scheme
+        listed = ", ".join(f"{s}://" for s in sorted(known))
+        super().__init__(
+            f"no broker for URL scheme {scheme!r}; known schemes: {listed}. A third-party "
+            "broker registers itself under the 'actorbus.brokers' entry-point group"
+        )
+
+
+class BrokerConnectionError(BrokerError, ConnectionError):
+    """The broker cannot be reached, or the connection was lost."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url  # always a redacted URL
+        self.reason = reason
+        super().__init__(f"cannot connect to broker {url}: {reason}")
+
+
+class TopologyError(BrokerError):
+    """Declaring exchanges, queues or bindings failed (e.g. a clash of queue arguments)."""
+
+
+class QueueNotFoundError(TopologyError, LookupError):
+    """An operation named a queue that does not exist."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(f"queue {queue!r} does not exist; is the service declaring it running?")
+
+
+class PublishError(BrokerError):
+    """A published message was not confirmed by the broker."""
+
+
+class UnroutableError(PublishError):
+    """A mandatory message matched no queue."""
+
+    def __init__(self, exchange: str, routing_key: str, message_id: str | None = None) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.message_id = message_id
+        mid = f" (message_id {message_id!r})" if message_id else ""
+        super().__init__(
+            f"message{mid} published to exchange {exchange!r} with routing key "
+            f"{routing_key!r} matched no queue; declare a queue bound to it first"
+        )
+
+
+class PublishNackedError(PublishError):
+    """The broker refused (nacked) a published message."""
+
+    def __init__(self, exchange: str, routing_key: str, message_id: str | None = None) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.message_id = message_id
+        mid = f" (message_id {message_id!r})" if message_id else ""
+        super().__init__(
+            f"broker nacked the message{mid} published to {exchange!r} / {routing_key!r}; "
+            "it was not stored and will be published again by the caller's retry"
+        )
+
+
+# ------------------------------------------------------------------- handler signals
+
+
+class HandlerSignal(ActorbusError):
+    """Raised by a handler to steer what happens to its delivery; never logged as an error."""
+
+
+class RejectMessage(HandlerSignal):
+    """Dead-letter the current message now, without retrying."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class RetryLater(HandlerSignal):
+    """Retry the current message after a delay (counts as an attempt)."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        self.reason = reason
+        self.delay = delay
+        super().__init__(reason)
+
+
+# ------------------------------------------------------------- brokers (appended)
+
+
+class BrokerImportError(BrokerError, ConfigurationError, ImportError):
+    """The broker registered for a URL scheme could not be imported."""
+
+    def __init__(self, scheme: str, target: str, reason: str, hint: str = "") -> None:
+        self.scheme = scheme
+        self.target = target
+        self.reason = reason
+        remedy = f"; {hint}" if hint else ""
+        super().__init__(
+            f"the broker for URL scheme {scheme!r} ({target}) cannot be loaded: {reason}{remedy}"
+        )
+
+
+class ExchangeNotFoundError(TopologyError, LookupError):
+    """An operation named an exchange that was not declared."""
+
+    def __init__(self, exchange: str, routing_key: str | None = None) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        key = f" (routing key {routing_key!r})" if routing_key is not None else ""
+        super().__init__(
+            f"exchange {exchange!r} does not exist{key}; declare it in the topology first"
+        )
+
+
+class PublishTooLargeError(PublishError, MessageTooLargeError):
+    """A published body exceeds the broker's maximum message size; it was not stored."""
+
+
+class TopologyConflictError(TopologyError):
+    """A declaration clashes with an existing queue or exchange (AMQP ``PRECONDITION_FAILED``).
+
+    Attributes:
+        kind: ``"queue"`` or ``"exchange"``.
+        name: The clashing queue or exchange.
+        argument: The argument that differs (``x-queue-type``, ``durable``, ``type``, …).
+        requested: What this declaration asked for, as the broker reported it.
+        existing: What the broker has, as the broker reported it.
+    """
+
+    def __init__(self, kind: str, name: str, argument: str, requested: str, existing: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.argument = argument
+        self.requested = requested
+        self.existing = existing
+        super().__init__(
+            f"{kind} {name!r} already exists with {argument} = {existing} but this declaration "
+            f"asks for {argument} = {requested}; delete the {kind} (after draining it) or "
+            "declare it with the same arguments"
+        )

@@ -1,0 +1,295 @@
+"""App and pipeline semantics on the in-process broker: flush-then-ack, retries, DLQ, inbox."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from actorbus import App, Command, Event, HandlerContext, RejectMessage, RetryPolicy, Service
+from actorbus.brokers import (
+    DEFAULT_EXCHANGE,
+    XH_ATTEMPTS,
+    XH_ERROR_MESSAGE,
+    XH_ERROR_TYPE,
+    XH_ORIGINAL_ROUTING_KEY,
+    XH_REASON,
+    Binding,
+    OutboundMessage,
+    QueueSpec,
+    Topology,
+)
+from actorbus.exceptions import ConfigurationError
+from actorbus.messages import Envelope
+from actorbus.runtime import Backoff
+
+pytestmark = pytest.mark.anyio
+
+FAST = RetryPolicy(
+    max_attempts=3, backoff=Backoff(initial=0.001, factor=1.0, maximum=0.001, jitter=0)
+)
+TIERS = (0.001,)
+
+
+class OrderPlaced(Event, routing_key="test.order.placed", version=1):
+    order_id: str
+    qty: int
+
+
+class OrderAccepted(Event, routing_key="test.order.accepted", version=1):
+    order_id: str
+
+
+class Reserve(Command, routing_key="test.reserve", version=1):
+    order_id: str
+
+
+class Reserved(Event, routing_key="test.reserved", version=1):
+    order_id: str
+
+
+class Probe:
+    """Collects what handlers saw and lets a test await a count."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = anyio.Event()
+
+    def add(self, item: Any) -> None:
+        self.items.append(item)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, count: int) -> list[Any]:
+        with anyio.fail_after(5):
+            while len(self.items) < count:
+                await self._changed.wait()
+        return self.items
+
+
+def _service(name: str, **kw: Any) -> Service:
+    return Service(name, exchange="test.topic", retry=FAST, retry_delays=TIERS, **kw)
+
+
+async def _dlq_message(app: App, queue: str) -> Any:
+    return await _get(app, f"{queue}.dlq")
+
+
+async def test_handler_publish_is_flushed_then_consumed_downstream(tmp_path: Any) -> None:
+    seen = Probe()
+    orders, audit = _service("orders"), _service("audit")
+
+    @orders.on(OrderPlaced)
+    async def accept(event: OrderPlaced, ctx: HandlerContext) -> None:
+        ctx.publish(OrderAccepted(order_id=event.order_id))
+
+    @audit.on(OrderAccepted)
+    async def record(event: OrderAccepted, ctx: HandlerContext) -> None:
+        seen.add((event, ctx.envelope))
+
+    async with App([orders, audit], data_dir=tmp_path) as app:
+        placed = OrderPlaced(order_id="o-1", qty=2)
+        await app.publish(placed, correlation_id="o-1")
+        [(event, envelope)] = await seen.wait_for(1)
+    assert event.order_id == "o-1"
+    assert envelope.correlation_id == "o-1"
+    assert envelope.causation_id == str(placed.event_id)
+    assert envelope.type == "test.order.accepted"
+
+
+async def test_failing_handler_is_retried_then_succeeds(tmp_path: Any) -> None:
+    attempts = Probe()
+    svc = _service("orders")
+
+    @svc.on(OrderPlaced)
+    async def flaky(event: OrderPlaced, ctx: HandlerContext) -> None:
+        attempts.add(ctx.attempt)
+        if ctx.attempt < 2:
+            raise RuntimeError("database is busy")
+
+    async with App([svc], data_dir=tmp_path) as app:
+        await app.publish(OrderPlaced(order_id="o-2", qty=1))
+        assert await attempts.wait_for(2) == [1, 2]
+        assert await app.broker.queue_depth("orders.queue.dlq") == 0
+
+
+async def test_handler_failing_every_time_is_dead_lettered_with_error_headers(
+    tmp_path: Any,
+) -> None:
+    attempts = Probe()
+    svc = _service("orders")
+
+    @svc.on(OrderPlaced)
+    async def broken(event: OrderPlaced, ctx: HandlerContext) -> None:
+        attempts.add(ctx.attempt)
+        ctx.publish(OrderAccepted(order_id=event.order_id))  # must never go out
+        raise ValueError(f"cannot place {event.order_id}")
+
+    async with App([svc], data_dir=tmp_path) as app:
+        await app.publish(OrderPlaced(order_id="o-3", qty=1))
+        dead = await _dlq_message(app, "orders.queue")
+        assert attempts.items == [1, 2, 3]
+    headers = dead.envelope.headers
+    assert headers[XH_REASON] == "handler-error"
+    assert headers[XH_ERROR_TYPE] == "ValueError"
+    assert headers[XH_ERROR_MESSAGE] == "cannot place o-3"
+    assert headers[XH_ATTEMPTS] == 3
+    assert headers[XH_ORIGINAL_ROUTING_KEY] == "test.order.placed"
+    assert msgspec.json.decode(dead.body)["orderId"] == "o-3"
+
+
+async def test_reject_message_dead_letters_at_once(tmp_path: Any) -> None:
+    attempts = Probe()
+    svc = _service("orders")
+
+    @svc.on(OrderPlaced)
+    async def picky(event: OrderPlaced, ctx: HandlerContext) -> None:
+        attempts.add(ctx.attempt)
+        raise RejectMessage("qty must be positive")
+
+    async with App([svc], data_dir=tmp_path) as app:
+        await app.publish(OrderPlaced(order_id="o-4", qty=-1))
+        dead = await _dlq_message(app, "orders.queue")
+    assert attempts.items == [1]
+    assert dead.envelope.headers[XH_REASON] == "rejected"
+    assert dead.envelope.headers[XH_ERROR_MESSAGE] == "qty must be positive"
+
+
+def _raw(queue: str, body: bytes, type_: str) -> OutboundMessage:
+    envelope = Envelope(str(uuid.uuid4()), type_, queue, headers={"x-schema-version": 1})
+    return OutboundMessage(DEFAULT_EXCHANGE, envelope, body)
+
+
+@pytest.mark.parametrize(
+    ("body", "type_", "reason", "text"),
+    [
+        (b'{"orderId": "o-5", "qty": "two"', "test.order.placed", "decode-error", "o-5"),
+        (
+            b'{"eventId": "6f1c3b0e-51a2-4a57-9d6a-0a8d3c1b7e11", "orderId": "o-5", "qty": "two"}',
+            "test.order.placed",
+            "decode-error",
+            "$.qty",
+        ),
+        (b'{"orderId": "o-5", "qty": 1}', "test.unknown.thing", "unknown-type", "unknown"),
+    ],
+)
+async def test_undecodable_messages_go_to_the_dlq_at_once(
+    tmp_path: Any, body: bytes, type_: str, reason: str, text: str
+) -> None:
+    handled = Probe()
+    svc = _service("orders")
+
+    @svc.on(OrderPlaced)
+    async def handle(event: OrderPlaced, ctx: HandlerContext) -> None:
+        handled.add(event)
+
+    async with App([svc], data_dir=tmp_path) as app:
+        await app.broker.publish(_raw("orders.queue", body, type_))
+        dead = await _dlq_message(app, "orders.queue")
+        # A valid message behind it is still processed.
+        await app.publish(OrderPlaced(order_id="o-ok", qty=1))
+        await handled.wait_for(1)
+    assert dead.envelope.headers[XH_REASON] == reason
+    assert text in dead.envelope.headers[XH_ERROR_MESSAGE]
+    assert dead.body == body
+
+
+async def test_redelivered_event_has_no_second_effect_but_is_announced_again(
+    tmp_path: Any,
+) -> None:
+    effects = Probe()
+    orders = _service("orders")
+
+    @orders.on(OrderPlaced)
+    async def accept(event: OrderPlaced, ctx: HandlerContext) -> None:
+        effects.add(event.order_id)
+        ctx.publish(OrderAccepted(order_id=event.order_id))
+
+    async with App([orders], data_dir=tmp_path) as app:
+        tap = Topology(
+            queues=(QueueSpec("tap", dead_letter=False),),
+            bindings=(Binding("test.topic", "tap", "test.order.accepted"),),
+        )
+        await app.broker.declare(tap)
+        placed = OrderPlaced(order_id="o-6", qty=1)
+        await app.publish(placed)
+        first = await _get(app, "tap")
+        await app.publish(placed)  # the same eventId again
+        second = await _get(app, "tap")
+    assert effects.items == ["o-6"]
+    # The same OrderAccepted (same eventId) went out again, for downstream inboxes to drop.
+    assert first.envelope.message_id == second.envelope.message_id
+    assert first.body == second.body
+
+
+async def _get(app: App, queue: str) -> Any:
+    with anyio.fail_after(5):
+        while (delivery := await app.broker.get(queue)) is None:
+            await anyio.wait_all_tasks_blocked()
+    await delivery.ack()
+    return delivery
+
+
+async def test_command_with_reply_round_trip(tmp_path: Any) -> None:
+    replies = Probe()
+    inventory, orchestrator = _service("inventory"), _service("orchestrator")
+
+    @inventory.on(Reserve)
+    async def reserve(command: Reserve, ctx: HandlerContext) -> None:
+        ctx.reply(Reserved(order_id=command.order_id))
+
+    @orchestrator.on(OrderPlaced)
+    async def start(event: OrderPlaced, ctx: HandlerContext) -> None:
+        ctx.send(Reserve(order_id=event.order_id), expect_reply=True)
+
+    @orchestrator.on(Reserved, bind=False)
+    async def reserved(reply: Reserved, ctx: HandlerContext) -> None:
+        replies.add((reply.order_id, ctx.correlation_id))
+
+    async with App([inventory, orchestrator], data_dir=tmp_path) as app:
+        await app.publish(OrderPlaced(order_id="o-7", qty=1), correlation_id="o-7")
+        assert await replies.wait_for(1) == [("o-7", "o-7")]
+
+
+async def test_graceful_stop_finishes_the_message_in_flight(tmp_path: Any) -> None:
+    started, release = anyio.Event(), anyio.Event()
+    finished = Probe()
+    svc = _service("orders")
+
+    @svc.on(OrderPlaced)
+    async def slow(event: OrderPlaced, ctx: HandlerContext) -> None:
+        started.set()
+        await release.wait()
+        finished.add(event.order_id)
+
+    app = App([svc], data_dir=tmp_path)
+    async with anyio.create_task_group() as tg, app:
+        await app.publish(OrderPlaced(order_id="o-8", qty=1))
+        await started.wait()
+        tg.start_soon(_set_later, release)
+        # Leaving waited for the handler instead of abandoning it.
+    assert finished.items == ["o-8"]
+
+
+async def _set_later(event: anyio.Event) -> None:
+    await anyio.wait_all_tasks_blocked()
+    event.set()
+
+
+def test_configuration_errors_are_explicit() -> None:
+    with pytest.raises(ConfigurationError, match="service name 'Bad Name' is invalid"):
+        Service("Bad Name")
+    svc = Service("dupes")
+
+    @svc.on(OrderPlaced)
+    async def one(event: OrderPlaced, ctx: HandlerContext) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"already handles 'test\.order\.placed'"):
+        svc.add_handler(OrderPlaced, one)
+    with pytest.raises(ConfigurationError, match=r"repeated: \['dupes'\]"):
+        App([svc, Service("dupes")])
+    with pytest.raises(ConfigurationError, match="at least one Service"):
+        App([])
