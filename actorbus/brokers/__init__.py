@@ -1,0 +1,63 @@
+"""Brokers: the broker protocol, ``connect(url)``, and the built-in transports.
+
+``memory://`` (:mod:`actorbus.brokers.memory`) and ``amqp://`` / ``amqps://``
+(:mod:`actorbus.brokers.amqp`) are imported only when a URL with their scheme is connected.
+"""
+
+from __future__ import annotations
+
+from ._protocol import DEFAULT_EXCHANGE as DEFAULT_EXCHANGE
+from ._protocol import DEFAULT_RETRY_DELAYS as DEFAULT_RETRY_DELAYS
+from ._protocol import XH_ATTEMPT as XH_ATTEMPT
+from ._protocol import XH_ATTEMPTS as XH_ATTEMPTS
+from ._protocol import XH_ERROR_MESSAGE as XH_ERROR_MESSAGE
+from ._protocol import XH_ERROR_TYPE as XH_ERROR_TYPE
+from ._protocol import XH_ORIGINAL_EXCHANGE as XH_ORIGINAL_EXCHANGE
+from ._protocol import XH_ORIGINAL_QUEUE as XH_ORIGINAL_QUEUE
+from ._protocol import XH_ORIGINAL_ROUTING_KEY as XH_ORIGINAL_ROUTING_KEY
+from ._protocol import XH_REASON as XH_REASON
+from ._protocol import Binding as Binding
+from ._protocol import Broker as Broker
+from ._protocol import Delivery as Delivery
+from ._protocol import DeliveryCallback as DeliveryCallback
+from ._protocol import ExchangeSpec as ExchangeSpec
+from ._protocol import ExchangeType as ExchangeType
+from ._protocol import OutboundMessage as OutboundMessage
+from ._protocol import QueueSpec as QueueSpec
+from ._protocol import QueueType as QueueType
+from ._protocol import Subscription as Subscription
+from ._protocol import Topology as Topology
+from ._registry import BrokerFactory as BrokerFactory
+from ._registry import connect as connect
+from ._registry import known_schemes as known_schemes
+from ._registry import register_broker as register_broker
+from ._url import redact as redact
+
+__all__ = (
+    "DEFAULT_EXCHANGE",
+    "DEFAULT_RETRY_DELAYS",
+    "XH_ATTEMPT",
+    "XH_ATTEMPTS",
+    "XH_ERROR_MESSAGE",
+    "XH_ERROR_TYPE",
+    "XH_ORIGINAL_EXCHANGE",
+    "XH_ORIGINAL_QUEUE",
+    "XH_ORIGINAL_ROUTING_KEY",
+    "XH_REASON",
+    "Binding",
+    "Broker",
+    "BrokerFactory",
+    "Delivery",
+    "DeliveryCallback",
+    "ExchangeSpec",
+    "ExchangeType",
+    "OutboundMessage",
+    "QueueSpec",
+    "QueueType",
+    "Subscription",
+    "Topology",
+    "connect",
+    "known_schemes",
+    "register_broker",
+    "redact",
+)
