@@ -120,7 +120,7 @@ class App:
         self.data_dir = Path(data_dir)
         self.inbox: Inbox = inbox if inbox is not None else MemoryInbox()
         self.codec = codec or JsonCodec()
-        self.registry = MessageRegistry()
+        self.registry = MessageRegistry(self.codec)
         for service in self.services:
             for sub in service.subscriptions.values():
                 self.registry.register(sub.message_type)
