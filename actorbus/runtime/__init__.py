@@ -1,0 +1,31 @@
+"""Actors, mailboxes and supervision on anyio; knows nothing of brokers or codecs."""
+
+from __future__ import annotations
+
+from ._actor import Actor as Actor
+from ._actor import ActorRef as ActorRef
+from ._backoff import Backoff as Backoff
+from ._mailbox import MailboxStatistics as MailboxStatistics
+from ._supervisor import ChildSpec as ChildSpec
+from ._supervisor import Restart as Restart
+from ._supervisor import RestartStrategy as RestartStrategy
+from ._supervisor import SupervisorRef as SupervisorRef
+from ._supervisor import SupervisorSpec as SupervisorSpec
+from ._system import ActorSystem as ActorSystem
+
+Supervisor = SupervisorSpec
+"""Alias of :class:`SupervisorSpec`, the name used in ``actorbus``'s top-level API."""
+
+__all__ = (
+    "Actor",
+    "ActorRef",
+    "ActorSystem",
+    "Backoff",
+    "ChildSpec",
+    "MailboxStatistics",
+    "Restart",
+    "RestartStrategy",
+    "Supervisor",
+    "SupervisorRef",
+    "SupervisorSpec",
+)
