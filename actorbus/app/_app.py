@@ -183,9 +183,8 @@ class App:
             if self._http is not None:
                 await self._start_http(stack, self._http)
         except BaseException as exc:
-            if not await stack.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-            raise  # pragma: no cover - the stack swallowed a start-up error
+            await _close(stack, exc)
+            raise
         self._stack = stack
         self._running = True
         _log.info(
@@ -207,7 +206,7 @@ class App:
         if stack is None:
             return
         try:
-            await stack.__aexit__(exc_type, exc, tb)
+            await _close(stack, exc)
         finally:
             self._system = None
             _log.info("app_stopped", services=[s.name for s in self.services])
@@ -299,6 +298,32 @@ class App:
     async def serve_forever(self) -> None:
         """Wait until cancelled (e.g. by a signal) or until a supervisor gives up."""
         await anyio.sleep_forever()
+
+
+async def _close(stack: contextlib.AsyncExitStack, exc: BaseException | None) -> None:
+    """Unwind ``stack``; raise a lone error from a task group as itself, not as a group.
+
+    Callers can then ``except SupervisorGaveUpError`` (the CLI maps it to exit code 1) or
+    ``except ConfigurationError``, whichever task group it came through.
+    """
+    try:
+        await stack.__aexit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from group
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    cancelled = anyio.get_cancelled_exc_class()
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        elif not isinstance(exc, cancelled):
+            found.append(exc)
+    return found
 
 
 async def _await(awaitable: Awaitable[None]) -> None:

@@ -20,11 +20,12 @@ _log = get_logger("actorbus.app")
 class _Route:
     """Where messages of one type go; computed once per type."""
 
-    __slots__ = ("exchange", "headers", "type")
+    __slots__ = ("exchange", "headers", "mandatory", "type")
 
-    def __init__(self, exchange: str, type_: str, version: int) -> None:
+    def __init__(self, exchange: str, type_: str, version: int, mandatory: bool) -> None:
         self.exchange = exchange
         self.type = type_
+        self.mandatory = mandatory
         # Shared by every message of the type: brokers copy, never mutate, headers.
         self.headers = {SCHEMA_VERSION_HEADER: version}
 
@@ -56,8 +57,11 @@ class Outgoing:
             raise ConfigurationError(
                 f"cannot publish {message_type.__qualname__}: it declares no routing key"
             )
-        exchange = self._command_exchange if issubclass(message_type, Command) else self._exchange
-        route = self._routes[message_type] = _Route(exchange, key, message_type.__version__)
+        command = issubclass(message_type, Command)
+        exchange = self._command_exchange if command else self._exchange
+        route = self._routes[message_type] = _Route(
+            exchange, key, message_type.__version__, mandatory=command
+        )
         return route
 
     def build(
@@ -93,8 +97,13 @@ class Outgoing:
             headers=hdrs,
             timestamp=time.time(),
         )
-        exchange = DEFAULT_EXCHANGE if to_queue is not None else route.exchange
-        return OutboundMessage(exchange, envelope, self._codec.encode(message))
+        if to_queue is not None:
+            return OutboundMessage(DEFAULT_EXCHANGE, envelope, self._codec.encode(message))
+        # An event nobody subscribes to is not an error (the publisher does not know who
+        # listens); a command or a reply that reaches no queue is.
+        return OutboundMessage(
+            route.exchange, envelope, self._codec.encode(message), mandatory=route.mandatory
+        )
 
 
 class HandlerContext:

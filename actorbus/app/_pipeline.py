@@ -26,6 +26,7 @@ from ..exceptions import (
     DecodeError,
     MessageError,
     MessageTooLargeError,
+    PublishError,
     RejectMessage,
     RetryLater,
     UnknownMessageTypeError,
@@ -139,29 +140,28 @@ class Pipeline:
 
         message_id = env.message_id or str(message.event_id)
         published = await self._inbox.lookup(self._consumer, message_id)
-        if published is not None:
-            # Handled before: announce again what it published (same eventIds), then ack.
-            if published:
+        if published is None:
+            ctx = HandlerContext(env, self._service, self.queue, self._outgoing)
+            try:
+                await route.handler(message, ctx)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except RejectMessage as exc:
+                await self._dead_letter(delivery, exc)
+                return
+            except Exception as exc:
+                await self._failed(delivery, exc)
+                return
+            published = ctx.buffer
+            await self._inbox.record(self._consumer, message_id, published)
+        # A redelivery of a handled message lands here too: what its handling published is
+        # published again (same eventIds), for downstream inboxes to drop as duplicates.
+        if published:
+            try:
                 await self._broker.publish_batch(published)
-            await delivery.ack()
-            return
-
-        ctx = HandlerContext(env, self._service, self.queue, self._outgoing)
-        try:
-            await route.handler(message, ctx)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except RejectMessage as exc:
-            await self._dead_letter(delivery, exc)
-            return
-        except Exception as exc:
-            await self._failed(delivery, exc)
-            return
-
-        buffer = ctx.buffer
-        await self._inbox.record(self._consumer, message_id, buffer)
-        if buffer:
-            await self._broker.publish_batch(buffer)
+            except PublishError as exc:  # refused or unroutable: retried like a handler error
+                await self._failed(delivery, exc)
+                return
         await delivery.ack()
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:

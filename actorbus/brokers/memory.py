@@ -684,7 +684,9 @@ class MemoryBroker:
         tg, self._tg = self._tg, None
         if tg is not None:
             tg.cancel_scope.cancel()
-            await tg.__aexit__(exc_type, exc, tb)
+            # The timers' task group only runs retry delays: the caller's exception is the
+            # caller's to raise, not something to wrap into an ExceptionGroup here.
+            await tg.__aexit__(None, None, None)
         _log.info("broker_closed", url=self._url, requeued=requeued, retries_released=released)
 
     def _requeue_held(self, touched: dict[_Queue, None], *, forget: bool) -> int:
@@ -750,6 +752,31 @@ class MemoryBroker:
         for sub in self._subs:
             sub._q.dispatch()
         _log.info("broker_connection_restored", url=self._url)
+
+    # ---------------------------------------------------------------- introspection
+
+    @property
+    def pending_retries(self) -> int:
+        """Messages waiting out a retry delay (held by the broker, not by any consumer)."""
+        return len(self._pending)
+
+    def queue_statistics(self) -> dict[str, tuple[int, int, int]]:
+        """Return ``{queue: (ready, unsettled, consumers)}`` for every queue of the server."""
+        stats: dict[str, tuple[int, int, int]] = {}
+        for name, q in self._server.queues.items():
+            unsettled = sum(len(c.unsettled) for c in q.consumers)
+            stats[name] = (len(q.ready), unsettled, len(q.consumers))
+        return stats
+
+    def is_idle(self) -> bool:
+        """Whether nothing is left to do: no consumed queue holds a ready or unsettled message,
+        and no retry is pending. Queues nobody consumes (dead-letter queues) do not count."""
+        if self._pending:
+            return False
+        for q in self._server.queues.values():
+            if q.consumers and (q.ready or any(c.unsettled for c in q.consumers)):
+                return False
+        return True
 
     def schedule(self, d: _MemoryDelivery, delay: float) -> bool:
         """Put ``d`` into its queue after ``delay`` on the clock; ``False`` if closed."""

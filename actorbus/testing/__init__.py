@@ -1,7 +1,33 @@
-"""What users need to test their own services and brokers: the broker conformance suite."""
+"""What users need to test their own services and brokers.
+
+- :class:`ServiceHarness` runs services on a fresh in-process broker inside a test, with
+  awaitable probes (``wait_for``, ``wait_until_idle``, ``published_to``) instead of sleeps.
+- :class:`ManualClock` makes retry delays, saga timeouts and supervisor backoff take no time.
+- ``harness.faults`` injects broker faults: drop the connection, nack publishes, duplicate
+  deliveries.
+- :class:`BrokerConformance` is the behaviour every broker must show; subclass it to test a
+  broker of your own.
+- :class:`RabbitMQNode` starts a throwaway RabbitMQ node on free loopback ports.
+- :func:`capture_logs` collects structured log events.
+"""
 
 from __future__ import annotations
 
-from ._conformance import BrokerConformance as BrokerConformance
+from structlog.testing import capture_logs as capture_logs
 
-__all__ = ("BrokerConformance",)
+from .._clock import ManualClock as ManualClock
+from ._conformance import BrokerConformance as BrokerConformance
+from ._harness import Published as Published
+from ._harness import RecordingBroker as RecordingBroker
+from ._harness import ServiceHarness as ServiceHarness
+from ._rabbitmq import RabbitMQNode as RabbitMQNode
+
+__all__ = (
+    "BrokerConformance",
+    "ManualClock",
+    "Published",
+    "RabbitMQNode",
+    "RecordingBroker",
+    "ServiceHarness",
+    "capture_logs",
+)
