@@ -58,7 +58,9 @@ async def test_manual_clock_drives_retry_backoff_without_real_waiting() -> None:
     svc = Service(
         "flaky",
         exchange="harness.topic",
-        retry=RetryPolicy(max_attempts=3, backoff=Backoff(initial=30.0, factor=2.0, maximum=120.0, jitter=0)),
+        retry=RetryPolicy(
+            max_attempts=3, backoff=Backoff(initial=30.0, factor=2.0, maximum=120.0, jitter=0)
+        ),
         retry_delays=(30.0, 60.0),
     )
 
@@ -138,10 +140,13 @@ class _BrokenInbox:
 
 
 async def test_a_consumer_failing_for_good_makes_the_app_fail_with_one_clear_line() -> None:
-    with capture_logs() as logs, pytest.raises(SupervisorGaveUpError, match="echo"):
+    async def run_until_it_fails() -> None:
         async with ServiceHarness([_echo()], inbox=_BrokenInbox()) as bus:
             await bus.publish(Ping(n=1))
             await anyio.sleep_forever()
+
+    with capture_logs() as logs, pytest.raises(SupervisorGaveUpError, match="echo"):
+        await run_until_it_fails()
     gave_up = [e for e in logs if e["event"] == "supervisor_gave_up"]
     assert len(gave_up) == 1
     assert "inbox database is unreachable" in str(gave_up[0]["error"])
