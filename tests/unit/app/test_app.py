@@ -70,17 +70,41 @@ class Probe:
         return self.items
 
 
-def _service(name: str, **kw: Any) -> Service:
-    return Service(name, exchange="test.topic", retry=FAST, retry_delays=TIERS, **kw)
+@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
+def broker(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the in-process broker and on a real RabbitMQ."""
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("amqp_url")
+    return url
+
+
+@pytest.fixture
+def ns() -> str:
+    """A token that keeps this test's exchange and queues apart on a shared RabbitMQ."""
+    return uuid.uuid4().hex[:8]
+
+
+def _service(ns: str, name: str, **kw: Any) -> Service:
+    return Service(
+        f"{name}-{ns}",
+        exchange=f"test.{ns}",
+        command_exchange=f"commands.{ns}",
+        retry=FAST,
+        retry_delays=TIERS,
+        **kw,
+    )
 
 
 async def _dlq_message(app: App, queue: str) -> Any:
     return await _get(app, f"{queue}.dlq")
 
 
-async def test_handler_publish_is_flushed_then_consumed_downstream(tmp_path: Any) -> None:
+async def test_handler_publish_is_flushed_then_consumed_downstream(
+    tmp_path: Any, broker: str, ns: str
+) -> None:
     seen = Probe()
-    orders, audit = _service("orders"), _service("audit")
+    orders, audit = _service(ns, "orders"), _service(ns, "audit")
 
     @orders.on(OrderPlaced)
     async def accept(event: OrderPlaced, ctx: HandlerContext) -> None:
@@ -90,7 +114,7 @@ async def test_handler_publish_is_flushed_then_consumed_downstream(tmp_path: Any
     async def record(event: OrderAccepted, ctx: HandlerContext) -> None:
         seen.add((event, ctx.envelope))
 
-    async with App([orders, audit], data_dir=tmp_path) as app:
+    async with App([orders, audit], data_dir=tmp_path, broker=broker) as app:
         placed = OrderPlaced(order_id="o-1", qty=2)
         await app.publish(placed, correlation_id="o-1")
         [(event, envelope)] = await seen.wait_for(1)
@@ -100,9 +124,11 @@ async def test_handler_publish_is_flushed_then_consumed_downstream(tmp_path: Any
     assert envelope.type == "test.order.accepted"
 
 
-async def test_failing_handler_is_retried_then_succeeds(tmp_path: Any) -> None:
+async def test_failing_handler_is_retried_then_succeeds(
+    tmp_path: Any, broker: str, ns: str
+) -> None:
     attempts = Probe()
-    svc = _service("orders")
+    svc = _service(ns, "orders")
 
     @svc.on(OrderPlaced)
     async def flaky(event: OrderPlaced, ctx: HandlerContext) -> None:
@@ -110,17 +136,17 @@ async def test_failing_handler_is_retried_then_succeeds(tmp_path: Any) -> None:
         if ctx.attempt < 2:
             raise RuntimeError("database is busy")
 
-    async with App([svc], data_dir=tmp_path) as app:
+    async with App([svc], data_dir=tmp_path, broker=broker) as app:
         await app.publish(OrderPlaced(order_id="o-2", qty=1))
         assert await attempts.wait_for(2) == [1, 2]
-        assert await app.broker.queue_depth("orders.queue.dlq") == 0
+        assert await app.broker.queue_depth(svc.queue.dlq_name) == 0
 
 
 async def test_handler_failing_every_time_is_dead_lettered_with_error_headers(
-    tmp_path: Any,
+    tmp_path: Any, broker: str, ns: str
 ) -> None:
     attempts = Probe()
-    svc = _service("orders")
+    svc = _service(ns, "orders")
 
     @svc.on(OrderPlaced)
     async def broken(event: OrderPlaced, ctx: HandlerContext) -> None:
@@ -128,9 +154,9 @@ async def test_handler_failing_every_time_is_dead_lettered_with_error_headers(
         ctx.publish(OrderAccepted(order_id=event.order_id))  # must never go out
         raise ValueError(f"cannot place {event.order_id}")
 
-    async with App([svc], data_dir=tmp_path) as app:
+    async with App([svc], data_dir=tmp_path, broker=broker) as app:
         await app.publish(OrderPlaced(order_id="o-3", qty=1))
-        dead = await _dlq_message(app, "orders.queue")
+        dead = await _dlq_message(app, svc.queue.name)
         assert attempts.items == [1, 2, 3]
     headers = dead.envelope.headers
     assert headers[XH_REASON] == "handler-error"
@@ -141,18 +167,18 @@ async def test_handler_failing_every_time_is_dead_lettered_with_error_headers(
     assert msgspec.json.decode(dead.body)["orderId"] == "o-3"
 
 
-async def test_reject_message_dead_letters_at_once(tmp_path: Any) -> None:
+async def test_reject_message_dead_letters_at_once(tmp_path: Any, broker: str, ns: str) -> None:
     attempts = Probe()
-    svc = _service("orders")
+    svc = _service(ns, "orders")
 
     @svc.on(OrderPlaced)
     async def picky(event: OrderPlaced, ctx: HandlerContext) -> None:
         attempts.add(ctx.attempt)
         raise RejectMessage("qty must be positive")
 
-    async with App([svc], data_dir=tmp_path) as app:
+    async with App([svc], data_dir=tmp_path, broker=broker) as app:
         await app.publish(OrderPlaced(order_id="o-4", qty=-1))
-        dead = await _dlq_message(app, "orders.queue")
+        dead = await _dlq_message(app, svc.queue.name)
     assert attempts.items == [1]
     assert dead.envelope.headers[XH_REASON] == "rejected"
     assert dead.envelope.headers[XH_ERROR_MESSAGE] == "qty must be positive"
@@ -177,18 +203,18 @@ def _raw(queue: str, body: bytes, type_: str) -> OutboundMessage:
     ],
 )
 async def test_undecodable_messages_go_to_the_dlq_at_once(
-    tmp_path: Any, body: bytes, type_: str, reason: str, text: str
+    tmp_path: Any, broker: str, ns: str, body: bytes, type_: str, reason: str, text: str
 ) -> None:
     handled = Probe()
-    svc = _service("orders")
+    svc = _service(ns, "orders")
 
     @svc.on(OrderPlaced)
     async def handle(event: OrderPlaced, ctx: HandlerContext) -> None:
         handled.add(event)
 
-    async with App([svc], data_dir=tmp_path) as app:
-        await app.broker.publish(_raw("orders.queue", body, type_))
-        dead = await _dlq_message(app, "orders.queue")
+    async with App([svc], data_dir=tmp_path, broker=broker) as app:
+        await app.broker.publish(_raw(svc.queue.name, body, type_))
+        dead = await _dlq_message(app, svc.queue.name)
         # A valid message behind it is still processed.
         await app.publish(OrderPlaced(order_id="o-ok", qty=1))
         await handled.wait_for(1)
@@ -198,27 +224,27 @@ async def test_undecodable_messages_go_to_the_dlq_at_once(
 
 
 async def test_redelivered_event_has_no_second_effect_but_is_announced_again(
-    tmp_path: Any,
+    tmp_path: Any, broker: str, ns: str
 ) -> None:
     effects = Probe()
-    orders = _service("orders")
+    orders = _service(ns, "orders")
 
     @orders.on(OrderPlaced)
     async def accept(event: OrderPlaced, ctx: HandlerContext) -> None:
         effects.add(event.order_id)
         ctx.publish(OrderAccepted(order_id=event.order_id))
 
-    async with App([orders], data_dir=tmp_path) as app:
+    async with App([orders], data_dir=tmp_path, broker=broker) as app:
         tap = Topology(
-            queues=(QueueSpec("tap", dead_letter=False),),
-            bindings=(Binding("test.topic", "tap", "test.order.accepted"),),
+            queues=(QueueSpec(f"tap-{ns}", dead_letter=False),),
+            bindings=(Binding(f"test.{ns}", f"tap-{ns}", "test.order.accepted"),),
         )
         await app.broker.declare(tap)
         placed = OrderPlaced(order_id="o-6", qty=1)
         await app.publish(placed)
-        first = await _get(app, "tap")
+        first = await _get(app, f"tap-{ns}")
         await app.publish(placed)  # the same eventId again
-        second = await _get(app, "tap")
+        second = await _get(app, f"tap-{ns}")
     assert effects.items == ["o-6"]
     # The same OrderAccepted (same eventId) went out again, for downstream inboxes to drop.
     assert first.envelope.message_id == second.envelope.message_id
@@ -233,9 +259,9 @@ async def _get(app: App, queue: str) -> Any:
     return delivery
 
 
-async def test_command_with_reply_round_trip(tmp_path: Any) -> None:
+async def test_command_with_reply_round_trip(tmp_path: Any, broker: str, ns: str) -> None:
     replies = Probe()
-    inventory, orchestrator = _service("inventory"), _service("orchestrator")
+    inventory, orchestrator = _service(ns, "inventory"), _service(ns, "orchestrator")
 
     @inventory.on(Reserve)
     async def reserve(command: Reserve, ctx: HandlerContext) -> None:
@@ -249,15 +275,17 @@ async def test_command_with_reply_round_trip(tmp_path: Any) -> None:
     async def reserved(reply: Reserved, ctx: HandlerContext) -> None:
         replies.add((reply.order_id, ctx.correlation_id))
 
-    async with App([inventory, orchestrator], data_dir=tmp_path) as app:
+    async with App([inventory, orchestrator], data_dir=tmp_path, broker=broker) as app:
         await app.publish(OrderPlaced(order_id="o-7", qty=1), correlation_id="o-7")
         assert await replies.wait_for(1) == [("o-7", "o-7")]
 
 
-async def test_graceful_stop_finishes_the_message_in_flight(tmp_path: Any) -> None:
+async def test_graceful_stop_finishes_the_message_in_flight(
+    tmp_path: Any, broker: str, ns: str
+) -> None:
     started, release = anyio.Event(), anyio.Event()
     finished = Probe()
-    svc = _service("orders")
+    svc = _service(ns, "orders")
 
     @svc.on(OrderPlaced)
     async def slow(event: OrderPlaced, ctx: HandlerContext) -> None:
@@ -265,7 +293,7 @@ async def test_graceful_stop_finishes_the_message_in_flight(tmp_path: Any) -> No
         await release.wait()
         finished.add(event.order_id)
 
-    app = App([svc], data_dir=tmp_path)
+    app = App([svc], data_dir=tmp_path, broker=broker)
     async with anyio.create_task_group() as tg, app:
         await app.publish(OrderPlaced(order_id="o-8", qty=1))
         await started.wait()
