@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
             actorbus: supervised actors consuming from message brokers.
 
             Commands:
-              run TARGET   run the services of a package or module until SIGINT/SIGTERM
+              run TARGET       run the services of a package or module until SIGINT/SIGTERM
+              asyncapi TARGET  write the AsyncAPI 3.0 document of the services
+              graph TARGET     draw services, exchanges and queues (Mermaid or DOT)
+              schema TARGET    write the messages' JSON Schema snapshot, or --check one
+              dlq ACTION QUEUE list, show, replay or purge a queue's dead letters
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,7 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    # Imported here: the command modules import the option helpers above.
+    from ._asyncapi import add_asyncapi_command
+    from ._dlq import add_dlq_command
+    from ._graph import add_graph_command
     from ._run import add_run_command
+    from ._schema import add_schema_command
 
     add_run_command(sub)
+    add_asyncapi_command(sub)
+    add_graph_command(sub)
+    add_schema_command(sub)
+    add_dlq_command(sub)
     return parser
