@@ -25,6 +25,7 @@ __all__ = (
     "DecodeError",
     "MessageTooLargeError",
     "UnknownMessageTypeError",
+    "UnsupportedContentTypeError",
     "UnsupportedVersionError",
     # brokers
     "BrokerError",
@@ -183,6 +184,16 @@ class UnknownMessageTypeError(MessageError, LookupError):
         super().__init__(
             f"unknown message type {name!r}: only registered types are decoded "
             f"(registered: {listed})"
+        )
+
+
+class UnsupportedContentTypeError(MessageError, ValueError):
+    """A delivery's content type is not one the codec reads."""
+
+    def __init__(self, content_type: str, expected: str = "application/json") -> None:
+        self.content_type = content_type
+        super().__init__(
+            f"unsupported content type {content_type!r}: this consumer reads {expected}"
         )
 
 

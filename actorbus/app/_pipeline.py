@@ -30,6 +30,7 @@ from ..exceptions import (
     RejectMessage,
     RetryLater,
     UnknownMessageTypeError,
+    UnsupportedContentTypeError,
     UnsupportedVersionError,
 )
 from ..messages import MessageRegistry
@@ -43,6 +44,10 @@ __all__ = ("ConsumerActor", "Pipeline")
 _log = get_logger("actorbus.app")
 
 _MAX_ERROR_TEXT = 1000
+_JSON = "application/json"
+# A foreign producer that sets no content type is read as JSON (AMQP reports it as
+# octet-stream); one that says it sent something else is not.
+_ACCEPTED = frozenset({_JSON, "", "application/octet-stream"})
 
 
 class _Route:
@@ -62,6 +67,8 @@ def _reason(exc: BaseException) -> str:
         return "too-large"
     if isinstance(exc, DecodeError):
         return "decode-error"
+    if isinstance(exc, UnsupportedContentTypeError):
+        return "unsupported-content-type"
     if isinstance(exc, RejectMessage):
         return "rejected"
     return "handler-error"
@@ -128,6 +135,10 @@ class Pipeline:
         route = self._routes.get(env.type)
         if route is None:
             await self._dead_letter(delivery, UnknownMessageTypeError(env.type, self._routes))
+            return
+        content_type = env.content_type
+        if content_type not in _ACCEPTED and not content_type.startswith(_JSON):
+            await self._dead_letter(delivery, UnsupportedContentTypeError(content_type))
             return
         headers: Mapping[str, Any] = env.headers
         try:

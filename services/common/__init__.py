@@ -1,0 +1,8 @@
+"""Building blocks shared by the reference services: SQLite, outbox/inbox, HTTP helpers.
+
+Not a service itself: ``python -m actorbus run services.common`` has nothing to run.
+"""
+
+from __future__ import annotations
+
+__all__ = ()
