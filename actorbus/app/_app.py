@@ -68,6 +68,28 @@ class ServiceContext:
             reply_to=self.service.queue.name if expect_reply else None,
         )
 
+    async def reply(
+        self,
+        message: Message,
+        *,
+        reply_to: str,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> None:
+        """Send ``message`` as the reply to a command, straight to the ``reply_to`` queue.
+
+        For replies that are sent later than the handler of the command (e.g. from an
+        outbox); inside a handler, ``ctx.reply()`` does this and flushes before the ack.
+        """
+        await self.app.broker.publish(
+            self.app._outgoing.build(
+                message,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                to_queue=reply_to,
+            )
+        )
+
 
 class App:
     """Services on one broker: declares the topology, supervises consumers, publishes.
@@ -174,14 +196,15 @@ class App:
             await stack.enter_async_context(system)
             stack.push_async_callback(self._stop_consuming)
             await self._start_consumers(system)
+            if self._http is not None:
+                await self._start_http(stack, self._http)
+            # Background tasks start last: the consumers run and the HTTP address is known.
             if any(s.background_tasks for s in self.services):
                 tasks = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tasks.cancel_scope.cancel)
                 for service in self.services:
                     for task in service.background_tasks:
                         tasks.start_soon(_await, task(self.contexts[service.name]))
-            if self._http is not None:
-                await self._start_http(stack, self._http)
         except BaseException as exc:
             await _close(stack, exc)
             raise
@@ -215,7 +238,14 @@ class App:
         for service in self.services:
             if not service.subscriptions:
                 continue
-            pipeline = Pipeline(service, self.registry, self.broker, self.inbox, self._outgoing)
+            pipeline = Pipeline(
+                service,
+                self.registry,
+                self.broker,
+                self.inbox if service.dedupe else None,
+                self._outgoing,
+                self.contexts[service.name],
+            )
             names = [f"{service.name}.consumer-{i}" for i in range(service.concurrency)]
             spec = SupervisorSpec(
                 service.name,

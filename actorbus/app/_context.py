@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._log import get_logger
 from ..brokers import DEFAULT_EXCHANGE, OutboundMessage
 from ..exceptions import ConfigurationError
 from ..messages import Command, Envelope, JsonCodec, Message
+
+if TYPE_CHECKING:
+    from ._app import ServiceContext
 
 __all__ = ("HandlerContext", "Outgoing")
 
@@ -115,19 +118,32 @@ class HandlerContext:
 
     Attributes:
         envelope: The delivery's metadata (ids, attempt, redelivered, headers).
-        service: The name of the service handling the message.
+        context: The handling service's :class:`~actorbus.app.ServiceContext` (its
+            ``state``, ``data_dir``, ``publish`` for use outside a handler).
         queue: The queue it was consumed from.
     """
 
-    __slots__ = ("_log", "_outgoing", "buffer", "envelope", "queue", "service")
+    __slots__ = ("_log", "_outgoing", "buffer", "context", "envelope", "queue")
 
-    def __init__(self, envelope: Envelope, service: str, queue: str, outgoing: Outgoing) -> None:
+    def __init__(
+        self, envelope: Envelope, context: ServiceContext, queue: str, outgoing: Outgoing
+    ) -> None:
         self.envelope = envelope
-        self.service = service
+        self.context = context
         self.queue = queue
         self._outgoing = outgoing
         self.buffer: list[OutboundMessage] = []
         self._log: Any = None
+
+    @property
+    def service(self) -> str:
+        """The name of the service handling the message."""
+        return str(self.context.service.name)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The handling service's state (``ctx.context.state``): its store, its connections."""
+        return self.context.state
 
     @property
     def message_id(self) -> str:

@@ -17,6 +17,7 @@ from anyio.abc import TaskStatus
 from .._log import get_logger
 from ..exceptions import ConfigurationError
 from ._app import parse_address
+from ._service import Endpoint
 
 try:
     import uvicorn
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
 __all__ = ("Endpoint", "HttpServer", "build_asgi", "error_response", "parse_address")
 
 _log = get_logger("actorbus.http")
-
-Endpoint = Callable[["Request", "ServiceContext"], Awaitable[Response]]
-"""``async def endpoint(request, service_context) -> Response``."""
 
 
 def error_response(status: int, error: str, detail: Any = None) -> JSONResponse:
@@ -95,7 +93,11 @@ def build_asgi(app: App) -> Starlette:
 
 def _bind(endpoint: Endpoint, ctx: ServiceContext) -> Callable[[Request], Awaitable[Response]]:
     async def bound(request: Request) -> Response:
-        return await endpoint(request, ctx)
+        response = await endpoint(request, ctx)
+        if not isinstance(response, Response):
+            name = getattr(endpoint, "__qualname__", endpoint)
+            raise TypeError(f"endpoint {name} returned {response!r}, not a Starlette Response")
+        return response
 
     bound.__name__ = getattr(endpoint, "__name__", "endpoint")
     return bound

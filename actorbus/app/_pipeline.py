@@ -9,7 +9,7 @@ dead-letter headers) is decided here, before the first message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -38,6 +38,9 @@ from ..runtime import Actor
 from ._context import SCHEMA_VERSION_HEADER, HandlerContext, Outgoing
 from ._inbox import Inbox
 from ._service import Handler, RetryPolicy, Service
+
+if TYPE_CHECKING:
+    from ._app import ServiceContext
 
 __all__ = ("ConsumerActor", "Pipeline")
 
@@ -94,13 +97,15 @@ class Pipeline:
         service: The service whose handlers run.
         registry: The app's trusted message types.
         broker: Where buffered publishes go.
-        inbox: The idempotency inbox.
+        inbox: The idempotency inbox, or ``None`` when the service dedupes by itself.
         outgoing: Encodes and addresses what handlers publish.
+        context: The service's context, handed to handlers as ``ctx.context``.
     """
 
     __slots__ = (
         "_broker",
         "_consumer",
+        "_context",
         "_inbox",
         "_outgoing",
         "_retry",
@@ -114,10 +119,12 @@ class Pipeline:
         service: Service,
         registry: MessageRegistry,
         broker: Broker,
-        inbox: Inbox,
+        inbox: Inbox | None,
         outgoing: Outgoing,
+        context: ServiceContext,
     ) -> None:
         self._service = service.name
+        self._context = context
         self.queue = service.queue.name
         self._consumer = f"{service.name}:{self.queue}"
         self._broker = broker
@@ -150,9 +157,10 @@ class Pipeline:
             return
 
         message_id = env.message_id or str(message.event_id)
-        published = await self._inbox.lookup(self._consumer, message_id)
+        inbox = self._inbox
+        published = None if inbox is None else await inbox.lookup(self._consumer, message_id)
         if published is None:
-            ctx = HandlerContext(env, self._service, self.queue, self._outgoing)
+            ctx = HandlerContext(env, self._context, self.queue, self._outgoing)
             try:
                 await route.handler(message, ctx)
             except anyio.get_cancelled_exc_class():
@@ -164,7 +172,8 @@ class Pipeline:
                 await self._failed(delivery, exc)
                 return
             published = ctx.buffer
-            await self._inbox.record(self._consumer, message_id, published)
+            if inbox is not None:
+                await inbox.record(self._consumer, message_id, published)
         # A redelivery of a handled message lands here too: what its handling published is
         # published again (same eventIds), for downstream inboxes to drop as duplicates.
         if published:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._app import ServiceContext
     from ._context import HandlerContext
 
-__all__ = ("Handler", "RetryPolicy", "Service", "Startup")
+__all__ = ("Endpoint", "Handler", "RetryPolicy", "Service", "Startup")
 
 M = TypeVar("M", bound=Message)
 
@@ -26,6 +26,9 @@ Handler = Callable[[Any, "HandlerContext"], Awaitable[None]]
 
 Startup = Callable[["ServiceContext"], Awaitable[None]]
 """``async def hook(service_context) -> None``: runs when the app starts or stops."""
+
+Endpoint = Callable[[Any, "ServiceContext"], Awaitable[Any]]
+"""``async def endpoint(request, service_context) -> Response``: an HTTP route (Starlette)."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -85,6 +88,9 @@ class Service:
         retry: When to give up on a failing handler.
         retry_delays: The broker's delay tiers for retries, in seconds.
         single_active_consumer: Only one process consumes at a time (per-queue ordering).
+        dedupe: Put the app's idempotency inbox in front of the handlers. Pass ``False``
+            when the handlers keep their own inbox in the same transaction as their effects
+            (as the reference services do in SQLite).
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class Service:
         retry: RetryPolicy | None = None,
         retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
         single_active_consumer: bool = False,
+        dedupe: bool = True,
     ) -> None:
         if not _NAME.match(name):
             raise ConfigurationError(
@@ -122,6 +129,7 @@ class Service:
         self.prefetch = prefetch
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
+        self.dedupe = dedupe
         self.subscriptions: dict[str, Subscription] = {}
         self.publishes: list[type[Message]] = []
         self.routes: list[Any] = []
@@ -175,14 +183,18 @@ class Service:
             if message_type not in self.publishes:
                 self.publishes.append(message_type)
 
-    def route(self, path: str, *, methods: Sequence[str] = ("GET",)) -> Callable[[Any], Any]:
+    def route(
+        self, path: str, *, methods: Sequence[str] = ("GET",)
+    ) -> Callable[[Endpoint], Endpoint]:
         """Mount the decorated Starlette endpoint at ``path`` on the app's HTTP front door.
 
-        The endpoint is ``async def endpoint(request) -> Response``; ``request.state.service``
-        is this service's :class:`~actorbus.app.ServiceContext`.
+        The endpoint is ``async def endpoint(request, ctx) -> Response`` (an
+        :data:`Endpoint`): a Starlette request, and this service's
+        :class:`~actorbus.app.ServiceContext` (its state, ``publish``, ``send``).
+        Needs the ``http`` extra.
         """
 
-        def decorator(endpoint: Any) -> Any:
+        def decorator(endpoint: Endpoint) -> Endpoint:
             self.routes.append((path, endpoint, tuple(methods)))
             return endpoint
 
