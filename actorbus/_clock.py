@@ -124,17 +124,28 @@ class ManualClock:
             await anyio.wait_all_tasks_blocked()
         self._now = max(self._now, target)
 
-    async def wait_for_sleepers(self, n: int = 1) -> None:
+    async def wait_for_sleepers(self, n: int = 1, *, timeout: float | None = 5.0) -> None:
         """Wait until at least ``n`` tasks sleep on this clock (no polling).
 
         Args:
             n: The number of sleepers to wait for.
+            timeout: Real seconds to wait at most; ``None`` waits for ever.
+
+        Raises:
+            TimeoutError: Fewer than ``n`` tasks slept within ``timeout`` (the message says
+                how many did), so a test that waits for a sleep that never comes fails fast.
         """
         await anyio.lowlevel.checkpoint()
-        while len(self._sleepers) < n:
-            if self._changed is None:
-                self._changed = anyio.Event()
-            await self._changed.wait()
+        with anyio.move_on_after(timeout) as scope:
+            while len(self._sleepers) < n:
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                await self._changed.wait()
+        if scope.cancelled_caught:
+            raise TimeoutError(
+                f"waited {timeout:g} s for {n} task(s) to sleep on {self!r}, "
+                f"but {len(self._sleepers)} did"
+            )
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, None

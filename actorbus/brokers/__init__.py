@@ -27,6 +27,7 @@ from ._protocol import QueueSpec as QueueSpec
 from ._protocol import QueueType as QueueType
 from ._protocol import Subscription as Subscription
 from ._protocol import Topology as Topology
+from ._protocol import nearest_tier as nearest_tier
 from ._registry import BrokerFactory as BrokerFactory
 from ._registry import connect as connect
 from ._registry import known_schemes as known_schemes
@@ -56,6 +57,7 @@ __all__ = (
     "QueueType",
     "Subscription",
     "Topology",
+    "nearest_tier",
     "connect",
     "known_schemes",
     "register_broker",

@@ -8,6 +8,7 @@ inheriting from anything of ours.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -40,6 +41,7 @@ __all__ = (
     "XH_ORIGINAL_ROUTING_KEY",
     "XH_ORIGINAL_QUEUE",
     "XH_REASON",
+    "nearest_tier",
 )
 
 #: The nameless exchange: routes a message to the queue named by its routing key.
@@ -67,6 +69,18 @@ XH_ORIGINAL_ROUTING_KEY = "x-actorbus-original-routing-key"
 """Header: the routing key the message was first published with."""
 XH_ORIGINAL_QUEUE = "x-actorbus-original-queue"
 """Header: the queue the message was consumed from when it was dead-lettered."""
+
+
+def nearest_tier(tiers: Sequence[float], delay: float) -> float:
+    """Return the retry tier closest to ``delay`` on a log scale (ties go to the longer one).
+
+    A jittered delay stays in its tier: with tiers 0.5 s and 2 s, a delay of 0.55 s waits
+    0.5 s (not four times as long), and 1.2 s waits 2 s. Delays beyond the tiers use the
+    nearest end. ``tiers`` must not be empty.
+    """
+    wanted = max(delay, 1e-9)
+    return min(tiers, key=lambda tier: (abs(math.log(max(tier, 1e-9) / wanted)), -tier))
+
 
 ExchangeType = Literal["topic", "direct", "fanout"]
 QueueType = Literal["classic", "quorum"]
@@ -97,7 +111,7 @@ class QueueSpec:
         queue_type: ``classic`` or ``quorum`` (what a cluster needs).
         dead_letter: Declare ``<name>.dlq`` and dead-letter rejected messages there.
         retry_delays: Delay tiers in seconds for :meth:`Delivery.retry`; a retry waits in
-            the smallest tier not shorter than the delay asked for (the longest otherwise).
+            the tier nearest to the delay asked for (see :func:`nearest_tier`).
         delivery_limit: Quorum queues only: dead-letter a message after this many
             redeliveries (poison-message protection at the broker).
         single_active_consumer: Only one consumer receives at a time (per-key ordering);

@@ -60,6 +60,7 @@ from ._protocol import (
     QueueSpec,
     Subscription,
     Topology,
+    nearest_tier,
 )
 from ._routing import Router
 from ._url import redact, scheme_of
@@ -98,13 +99,8 @@ def _derive(
 
 
 def _retry_tier(delays: tuple[float, ...], delay: float) -> float:
-    """Return the smallest tier not shorter than ``delay`` (the longest one otherwise)."""
-    if not delays:
-        return delay
-    for tier in sorted(delays):
-        if tier >= delay:
-            return tier
-    return max(delays)
+    """Return the tier nearest to ``delay`` (``delay`` itself without tiers)."""
+    return nearest_tier(delays, delay) if delays else delay
 
 
 class _MemoryDelivery:

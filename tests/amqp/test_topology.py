@@ -142,6 +142,7 @@ def test_retry_tier_selection() -> None:
     assert tiers == (500, 2000, 10000)
     assert pick_retry_queue("q", tiers, 0.0) == "q.retry.500"
     assert pick_retry_queue("q", tiers, 0.5) == "q.retry.500"
-    assert pick_retry_queue("q", tiers, 0.6) == "q.retry.2000"
+    assert pick_retry_queue("q", tiers, 0.6) == "q.retry.500"  # a jittered 0.5 s stays
+    assert pick_retry_queue("q", tiers, 1.2) == "q.retry.2000"
     assert pick_retry_queue("q", tiers, 60) == "q.retry.10000"
     assert pick_retry_queue("q", (), 1.0) is None

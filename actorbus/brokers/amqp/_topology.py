@@ -19,7 +19,14 @@ from typing import Any
 
 import aiormq.abc
 
-from .._protocol import DEFAULT_EXCHANGE, Binding, ExchangeSpec, QueueSpec, Topology
+from .._protocol import (
+    DEFAULT_EXCHANGE,
+    Binding,
+    ExchangeSpec,
+    QueueSpec,
+    Topology,
+    nearest_tier,
+)
 from ._errors import translate
 
 __all__ = (
@@ -44,17 +51,13 @@ def retry_queue_name(queue: str, ms: int) -> str:
 
 
 def pick_retry_queue(queue: str, tiers_ms: Sequence[int], delay: float) -> str | None:
-    """Return the retry queue for ``delay`` seconds: the smallest tier not shorter than it.
+    """Return the retry queue for ``delay`` seconds: the tier nearest to it, or ``None``.
 
-    The longest tier is used when ``delay`` exceeds them all; ``None`` if there are none.
+    See :func:`actorbus.brokers.nearest_tier`.
     """
     if not tiers_ms:
         return None
-    wanted = delay * 1000
-    for ms in tiers_ms:
-        if ms >= wanted:
-            return retry_queue_name(queue, ms)
-    return retry_queue_name(queue, tiers_ms[-1])
+    return retry_queue_name(queue, int(nearest_tier(tiers_ms, delay * 1000)))
 
 
 def _type_arguments(spec: QueueSpec) -> dict[str, Any]:

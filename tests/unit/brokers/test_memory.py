@@ -219,7 +219,7 @@ async def test_retry_waits_for_the_clock_and_its_tier() -> None:
         collector = DeliveryCollector()
         await broker.consume(Q, collector, prefetch=10)
         await publish(broker)
-        await collector.deliveries[0].retry(2.0)  # rounded up to the 5 s tier
+        await collector.deliveries[0].retry(3.0)  # the nearest tier: 5 s
         await clock.wait_for_sleepers(1)
         await clock.advance(4.9)
         assert len(collector) == 1

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actorbus.brokers import nearest_tier
 from actorbus.brokers._routing import (
     Router,
     compile_topic,
@@ -191,3 +192,12 @@ def test_fanout_router_ignores_the_key() -> None:
 
 def test_pattern_repr() -> None:
     assert re.search(r"order\.\*", repr(compile_topic("order.*")))
+
+
+@pytest.mark.parametrize(
+    ("delay", "tier"),
+    [(0.0, 0.5), (0.45, 0.5), (0.55, 0.5), (0.9, 0.5), (1.2, 2.0), (2.2, 2.0), (6.0, 10.0),
+     (600.0, 30.0)],
+)  # fmt: skip
+def test_nearest_retry_tier_keeps_jittered_delays_in_their_tier(delay: float, tier: float) -> None:
+    assert nearest_tier((0.5, 2.0, 10.0, 30.0), delay) == tier
