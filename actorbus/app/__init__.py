@@ -10,6 +10,11 @@ from ._inbox import MemoryInbox as MemoryInbox
 from ._service import Endpoint as Endpoint
 from ._service import RetryPolicy as RetryPolicy
 from ._service import Service as Service
+from ._tracing import TraceContext as TraceContext
+from ._tracing import continue_trace as continue_trace
+from ._tracing import current_trace as current_trace
+from ._tracing import parse_traceparent as parse_traceparent
+from ._tracing import trace_headers as trace_headers
 
 __all__ = (
     "App",
@@ -20,4 +25,9 @@ __all__ = (
     "RetryPolicy",
     "Service",
     "ServiceContext",
+    "TraceContext",
+    "continue_trace",
+    "current_trace",
+    "parse_traceparent",
+    "trace_headers",
 )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Iterable
+import importlib.util
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ import anyio
 
 from .._clock import Clock
 from .._log import get_logger
-from ..brokers import Broker, Delivery, Subscription, Topology, connect
+from ..brokers import Broker, Delivery, OutboundMessage, Subscription, Topology, connect
 from ..exceptions import ConfigurationError
 from ..messages import Command, JsonCodec, Message, MessageRegistry
 from ..runtime import ActorRef, ActorSystem, ChildSpec, SupervisorSpec
@@ -20,9 +21,14 @@ from ._context import Outgoing
 from ._inbox import Inbox, MemoryInbox
 from ._pipeline import ConsumerActor, Pipeline
 from ._service import Service
+from ._tracing import Tracer, build_tracer
 
 if TYPE_CHECKING:
     from typing import Self
+
+    from prometheus_client import CollectorRegistry
+
+    from ._metrics import AppMetrics
 
 __all__ = ("App", "ServiceContext")
 
@@ -45,12 +51,19 @@ class ServiceContext:
         self.data_dir = data_dir
         self.state: dict[str, Any] = {}
         self.log: Any = get_logger("actorbus.app", service=service.name)
+        # Counted under this service's name when metrics are on (see App.__init__).
+        self._publish: Callable[[OutboundMessage], Awaitable[None]] = app.broker.publish
 
     async def publish(
         self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
     ) -> None:
-        """Publish ``event`` now and wait for the broker's confirm."""
-        await self.app.publish(event, correlation_id=correlation_id, causation_id=causation_id)
+        """Publish ``event`` now and wait for the broker's confirm.
+
+        It continues the current trace (an HTTP request's, or the one made current with
+        :func:`~actorbus.app.continue_trace`), or starts one.
+        """
+        build = self.app._outgoing.build
+        await self._publish(build(event, correlation_id=correlation_id, causation_id=causation_id))
 
     async def send(
         self,
@@ -61,11 +74,13 @@ class ServiceContext:
         expect_reply: bool = False,
     ) -> None:
         """Send ``command`` now; with ``expect_reply`` the reply comes to this service's queue."""
-        await self.app.send(
-            command,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            reply_to=self.service.queue.name if expect_reply else None,
+        await self._publish(
+            self.app._outgoing.build(
+                command,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                reply_to=self.service.queue.name if expect_reply else None,
+            )
         )
 
     async def reply(
@@ -81,7 +96,7 @@ class ServiceContext:
         For replies that are sent later than the handler of the command (e.g. from an
         outbox); inside a handler, ``ctx.reply()`` does this and flushes before the ack.
         """
-        await self.app.broker.publish(
+        await self._publish(
             self.app._outgoing.build(
                 message,
                 correlation_id=correlation_id,
@@ -117,6 +132,22 @@ class App:
         drain_timeout: Seconds to let in-flight messages finish on shutdown.
         http: Serve the HTTP front door (the services' routes, ``/healthz``, ``/readyz``,
             ``/metrics``) on ``HOST:PORT``; needs the ``http`` extra. ``None`` serves none.
+        metrics: Count Prometheus metrics (into a registry of this App's own, see
+            :attr:`metrics`) when ``prometheus-client`` is installed; ``False`` never; a
+            ``CollectorRegistry`` to register into that one instead.
+        metrics_port: Serve ``GET /metrics`` on a port of its own: ``HOST:PORT``, or a port
+            number (on 127.0.0.1); for processes without the HTTP front door. Needs the
+            ``metrics`` extra.
+        tracing: Carry W3C trace context (``traceparent``) on every message and continue it
+            in handlers; with OpenTelemetry, record spans. ``True``: spans if a tracer provider
+            is configured globally, else propagation alone; ``False``: nothing; a
+            ``TracerProvider``: spans through it.
+
+    Attributes:
+        metrics: The App's :class:`~actorbus.app._metrics.AppMetrics` (its ``registry`` is
+            what ``/metrics`` serves), or ``None`` when metrics are off.
+        http_address: The address the front door listens on, once started.
+        metrics_address: The address of the metrics port, once started.
     """
 
     def __init__(
@@ -130,6 +161,9 @@ class App:
         clock: Clock | None = None,
         drain_timeout: float = 10.0,
         http: str | None = None,
+        metrics: bool | CollectorRegistry = True,
+        metrics_port: str | int | None = None,
+        tracing: Any = True,
     ) -> None:
         self.services: tuple[Service, ...] = tuple(services)
         names = [s.name for s in self.services]
@@ -146,11 +180,22 @@ class App:
         for service in self.services:
             for sub in service.subscriptions.values():
                 self.registry.register(sub.message_type)
+        self._tracer: Tracer | None = build_tracer(tracing)
+        self.metrics: AppMetrics | None = self._build_metrics(metrics, metrics_port)
+        self._metrics_address = _metrics_address(metrics_port)
+        self.metrics_address: tuple[str, int] | None = None
         self.contexts = {
             s.name: ServiceContext(s, self, self.data_dir / s.name) for s in self.services
         }
+        self._publish = self.broker.publish
+        if self.metrics is not None:
+            self._publish = self._measured_publisher("").publish
+            for name, ctx in self.contexts.items():
+                ctx._publish = self._measured_publisher(name).publish
         first = self.services[0]
-        self._outgoing = Outgoing(self.codec, first.exchange, first.command_exchange)
+        self._outgoing = Outgoing(
+            self.codec, first.exchange, first.command_exchange, tracer=self._tracer
+        )
         self._clock = clock
         self._drain_timeout = drain_timeout
         self._stack: contextlib.AsyncExitStack | None = None
@@ -162,6 +207,30 @@ class App:
 
     def __repr__(self) -> str:
         return f"App(services={[s.name for s in self.services]}, broker={self.broker.url!r})"
+
+    def _build_metrics(self, setting: Any, port: str | int | None) -> AppMetrics | None:
+        """Decide once whether this App counts metrics; import prometheus_client only if so."""
+        if setting is False:
+            if port is not None:
+                raise ConfigurationError(
+                    f"metrics_port={port!r} needs metrics: do not pass metrics=False with it"
+                )
+            return None
+        if importlib.util.find_spec("prometheus_client") is None:
+            if port is not None or setting is not True:
+                raise ConfigurationError(
+                    "metrics need prometheus-client: pip install 'actorbus[metrics]'"
+                )
+            return None
+        from ._metrics import AppMetrics
+
+        return AppMetrics(self, registry=None if setting is True else setting)
+
+    def _measured_publisher(self, service: str) -> Any:
+        if self.metrics is None:  # pragma: no cover - only called with metrics
+            raise RuntimeError("metrics are off")
+        broker = self.broker
+        return self.metrics.publisher(service, broker.publish, broker.publish_batch)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -198,6 +267,8 @@ class App:
             await self._start_consumers(system)
             if self._http is not None:
                 await self._start_http(stack, self._http)
+            if self._metrics_address is not None:
+                await self._start_metrics_server(stack, self._metrics_address)
             # Background tasks start last: the consumers run and the HTTP address is known.
             if any(s.background_tasks for s in self.services):
                 tasks = await stack.enter_async_context(anyio.create_task_group())
@@ -238,6 +309,7 @@ class App:
         for service in self.services:
             if not service.subscriptions:
                 continue
+            metrics = self.metrics
             pipeline = Pipeline(
                 service,
                 self.registry,
@@ -245,6 +317,13 @@ class App:
                 self.inbox if service.dedupe else None,
                 self._outgoing,
                 self.contexts[service.name],
+                tracer=self._tracer,
+                metrics=None
+                if metrics is None
+                else metrics.queue(service.name, service.queue.name, service.subscriptions),
+                publish_batch=None
+                if metrics is None
+                else self._measured_publisher(service.name).publish_batch,
             )
             names = [f"{service.name}.consumer-{i}" for i in range(service.concurrency)]
             spec = SupervisorSpec(
@@ -259,8 +338,10 @@ class App:
                 ],
             )
             supervisor = await system.start(spec)
-            for name in names:
-                ref = supervisor.child(name)
+            refs = [supervisor.child(name) for name in names]
+            if metrics is not None:
+                metrics.watch(service.name, supervisor, refs)
+            for ref in refs:
                 sub = await self.broker.consume(
                     service.queue.name, _deliver_to(ref), prefetch=service.prefetch
                 )
@@ -275,6 +356,20 @@ class App:
         stack.push_async_callback(server.stop)
         await tg.start(server.run)
         self.http_address = server.address
+
+    async def _start_metrics_server(
+        self, stack: contextlib.AsyncExitStack, address: tuple[str, int]
+    ) -> None:
+        from ._metrics import MetricsServer
+
+        if self.metrics is None:  # pragma: no cover - checked in __init__
+            raise ConfigurationError("metrics_port needs metrics")
+        host, port = address
+        server = MetricsServer(self.metrics.registry, host, port)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        await tg.start(server.run)
+        self.metrics_address = server.address
 
     def asgi(self) -> Any:
         """Return the ASGI app of the HTTP front door, to mount in your own ASGI server."""
@@ -302,8 +397,11 @@ class App:
     async def publish(
         self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
     ) -> None:
-        """Publish ``event`` to the events exchange and wait for the broker's confirm."""
-        await self.broker.publish(
+        """Publish ``event`` to the events exchange and wait for the broker's confirm.
+
+        It continues the current trace, or starts one.
+        """
+        await self._publish(
             self._outgoing.build(event, correlation_id=correlation_id, causation_id=causation_id)
         )
 
@@ -316,7 +414,7 @@ class App:
         reply_to: str | None = None,
     ) -> None:
         """Send ``command`` to the service that handles it and wait for the broker's confirm."""
-        await self.broker.publish(
+        await self._publish(
             self._outgoing.build(
                 command,
                 correlation_id=correlation_id,
@@ -360,7 +458,7 @@ async def _await(awaitable: Awaitable[None]) -> None:
     await awaitable
 
 
-def parse_address(value: str) -> tuple[str, int]:
+def parse_address(value: str, what: str = "HTTP") -> tuple[str, int]:
     """Parse ``HOST:PORT`` (``[::1]:8000`` for IPv6).
 
     Raises:
@@ -370,9 +468,19 @@ def parse_address(value: str) -> tuple[str, int]:
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ConfigurationError(
-            f"invalid HTTP address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8000"
+            f"invalid {what} address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8000"
         )
     return host, int(port_text)
+
+
+def _metrics_address(port: str | int | None) -> tuple[str, int] | None:
+    if port is None:
+        return None
+    if isinstance(port, int) and not isinstance(port, bool):
+        if not 0 <= port <= 65535:
+            raise ConfigurationError(f"invalid metrics port {port!r}: expected 0-65535")
+        return ("127.0.0.1", port)
+    return parse_address(str(port), "metrics")
 
 
 def _deliver_to(ref: ActorRef) -> Any:

@@ -9,9 +9,11 @@ from .._log import get_logger
 from ..brokers import DEFAULT_EXCHANGE, OutboundMessage
 from ..exceptions import ConfigurationError
 from ..messages import Command, Envelope, JsonCodec, Message
+from ._tracing import TRACEPARENT, current_trace
 
 if TYPE_CHECKING:
     from ._app import ServiceContext
+    from ._tracing import Tracer
 
 __all__ = ("HandlerContext", "Outgoing")
 
@@ -38,20 +40,29 @@ class Outgoing:
 
     Events go to the events exchange under their routing key; commands to the command
     exchange under their name; replies to the default exchange under the ``reply_to`` queue.
-    Each type's address is worked out once.
+    Each type's address is worked out once. With a tracer, every message gets the
+    ``traceparent`` of a new span in the current trace (or of a new trace).
 
     Args:
         codec: Encodes message bodies.
         exchange: The events exchange.
         command_exchange: The commands exchange.
+        tracer: Adds trace context headers; ``None`` adds none.
     """
 
-    __slots__ = ("_codec", "_command_exchange", "_exchange", "_routes")
+    __slots__ = ("_codec", "_command_exchange", "_exchange", "_routes", "_tracer")
 
-    def __init__(self, codec: JsonCodec, exchange: str, command_exchange: str) -> None:
+    def __init__(
+        self,
+        codec: JsonCodec,
+        exchange: str,
+        command_exchange: str,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._codec = codec
         self._exchange = exchange
         self._command_exchange = command_exchange
+        self._tracer = tracer
         self._routes: dict[type[Message], _Route] = {}
 
     def _route(self, message_type: type[Message]) -> _Route:
@@ -85,11 +96,18 @@ class Outgoing:
             causation_id: The id of the message whose handling produced this one.
             reply_to: The queue a command's reply should be sent to.
             to_queue: Send straight to this queue through the default exchange (replies).
-            headers: Extra headers (e.g. trace context) merged over the type's headers.
+            headers: Extra headers merged over the type's headers; a ``traceparent`` among
+                them is kept as it is.
         """
         cls = type(message)
         route = self._routes.get(cls) or self._route(cls)
-        hdrs = route.headers if headers is None else {**route.headers, **headers}
+        tracer = self._tracer
+        if tracer is None:
+            hdrs = route.headers if headers is None else {**route.headers, **headers}
+        else:
+            hdrs = {**route.headers, **headers} if headers else route.headers.copy()
+            if TRACEPARENT not in hdrs:
+                tracer.inject(hdrs, route.type, to_queue or route.exchange)
         envelope = Envelope(
             str(message.event_id),
             route.type,
@@ -161,11 +179,17 @@ class HandlerContext:
         return self.envelope.attempt
 
     @property
+    def trace_id(self) -> str | None:
+        """The id of the trace this delivery belongs to (``None`` without tracing)."""
+        trace = current_trace()
+        return trace.trace_id if trace is not None else None
+
+    @property
     def log(self) -> Any:
-        """A structlog logger bound to this delivery's ids (built on first use)."""
+        """A structlog logger bound to this delivery's ids and trace id (built on first use)."""
         if self._log is None:
             env = self.envelope
-            self._log = _log.bind(
+            log = _log.bind(
                 service=self.service,
                 message_id=env.message_id,
                 message_type=env.type,
@@ -173,6 +197,10 @@ class HandlerContext:
                 causation_id=env.causation_id,
                 attempt=env.attempt,
             )
+            trace = current_trace()
+            if trace is not None:
+                log = log.bind(trace_id=trace.trace_id, span_id=trace.span_id)
+            self._log = log
         return self._log
 
     def publish(self, event: Message, *, correlation_id: str | None = None) -> None:

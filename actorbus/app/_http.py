@@ -18,11 +18,13 @@ from .._log import get_logger
 from ..exceptions import ConfigurationError
 from ._app import parse_address
 from ._service import Endpoint
+from ._tracing import TRACEPARENT, TRACESTATE, Tracer
 
 try:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -34,7 +36,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 if TYPE_CHECKING:
     from ._app import App, ServiceContext
 
-__all__ = ("Endpoint", "HttpServer", "build_asgi", "error_response", "parse_address")
+__all__ = (
+    "Endpoint",
+    "HttpServer",
+    "TraceMiddleware",
+    "build_asgi",
+    "error_response",
+    "parse_address",
+)
 
 _log = get_logger("actorbus.http")
 
@@ -58,23 +67,27 @@ def build_asgi(app: App) -> Starlette:
         )
 
     async def metrics(request: Request) -> Response:
-        try:
-            from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-        except ImportError:
+        if app.metrics is None:
             return error_response(
-                404, "metrics are not available", "pip install 'actorbus[metrics]'"
+                404,
+                "metrics are not available",
+                "pip install 'actorbus[metrics]', and do not pass metrics=False to the App",
             )
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        from ._metrics import render
+
+        body, content_type = render(app.metrics.registry, request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+    tracer = app._tracer
     for service in app.services:
         ctx = app.contexts[service.name]
         for path, endpoint, methods in service.routes:
-            routes.append(Route(path, _bind(endpoint, ctx), methods=list(methods)))
+            routes.append(Route(path, _bind(endpoint, ctx, path, tracer), methods=list(methods)))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
@@ -88,11 +101,62 @@ def build_asgi(app: App) -> Starlette:
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[] if tracer is None else [Middleware(TraceMiddleware, tracer=tracer)],
     )
 
 
-def _bind(endpoint: Endpoint, ctx: ServiceContext) -> Callable[[Request], Awaitable[Response]]:
+# Probes and scrapes come every few seconds and belong to no business flow.
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+_TRACE_HEADERS = {TRACEPARENT.encode(): TRACEPARENT, TRACESTATE.encode(): TRACESTATE}
+
+
+class TraceMiddleware:
+    """Run each HTTP request in its trace: the one its ``traceparent`` names, or a new one.
+
+    What the endpoint publishes (directly, or through an outbox that keeps
+    :func:`~actorbus.app.trace_headers`) continues that trace.
+
+    Args:
+        app: The ASGI app to wrap.
+        tracer: The App's tracer.
+    """
+
+    def __init__(self, app: Any, tracer: Tracer) -> None:
+        self.app = app
+        self._tracer = tracer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNTRACED:
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            key = _TRACE_HEADERS.get(name)
+            if key is not None:
+                headers[key] = value.decode("latin-1")
+        span = self._tracer.start_server(headers, scope["method"], scope["path"])
+
+        async def send_with_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                span.set_status_code(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.end()
+
+
+def _bind(
+    endpoint: Endpoint, ctx: ServiceContext, path: str, tracer: Tracer | None
+) -> Callable[[Request], Awaitable[Response]]:
+    name_span = tracer.name_current_span if tracer is not None and tracer.records else None
+
     async def bound(request: Request) -> Response:
+        if name_span is not None:  # the route template: a low-cardinality span name
+            name_span(f"{request.method} {path}")
         response = await endpoint(request, ctx)
         if not isinstance(response, Response):
             name = getattr(endpoint, "__qualname__", endpoint)

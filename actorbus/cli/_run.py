@@ -53,6 +53,14 @@ def add_run_command(sub: Any) -> None:
         help=f"HTTP front door address, or 'off' (env ACTORBUS_HTTP; default {DEFAULT_HTTP})",
     )
     parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        default=_env("ACTORBUS_METRICS", "off"),
+        help="also serve Prometheus metrics (GET /metrics) on a port of their own, for "
+        "processes without the HTTP front door, or 'off' (env ACTORBUS_METRICS; default off; "
+        "needs the metrics extra)",
+    )
+    parser.add_argument(
         "--data-dir",
         metavar="DIR",
         default=_env("ACTORBUS_DATA_DIR", DEFAULT_DATA_DIR),
@@ -75,11 +83,13 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         services = resolve_services(args.target)
         http = None if args.http in ("off", "none", "") else args.http
+        metrics_port = None if args.metrics in ("off", "none", "") else args.metrics
         app = App(
             services,
             broker=args.broker,
             data_dir=Path(args.data_dir),
             http=http,
+            metrics_port=metrics_port,
             drain_timeout=args.drain_timeout,
         )
     except ConfigurationError as exc:
@@ -104,6 +114,9 @@ async def _serve(app: App, services: list[Service]) -> int:
             if app.http_address is not None:
                 host, port = app.http_address
                 ready["http"] = f"http://{host}:{port}"
+            if app.metrics_address is not None:
+                host, port = app.metrics_address
+                ready["metrics"] = f"http://{host}:{port}/metrics"
             _log.info("actorbus_ready", **ready)
             await wait_for_shutdown_signal()
     except SupervisorGaveUpError:

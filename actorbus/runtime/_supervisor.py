@@ -196,6 +196,11 @@ class SupervisorRef:
         """The names of the children, in start order (stopped ones included)."""
         return tuple(child.name for child in self._sup.children)
 
+    @property
+    def restarts(self) -> dict[str, int]:
+        """How often each child was restarted since the supervisor was started (for metrics)."""
+        return {child.name: child.restarts for child in self._sup.children}
+
     def child(self, name: str) -> ActorRef:
         """Return the reference of the actor child ``name``; it stays valid across restarts.
 
@@ -266,12 +271,13 @@ class _Ready:
 class _Child:
     """A supervisor's record of one child: its spec and the thing that survives restarts."""
 
-    __slots__ = ("cell", "name", "restart_times", "spec", "sup")
+    __slots__ = ("cell", "name", "restart_times", "restarts", "spec", "sup")
 
     def __init__(self, spec: ChildSpec | SupervisorSpec, parent: _Supervisor) -> None:
         self.spec = spec
         self.name = spec.name
         self.restart_times: deque[float] = deque()
+        self.restarts = 0  # ever, for metrics; restart_times only holds the window
         self.cell: _Cell | None = None
         self.sup: _Supervisor | None = None
         if isinstance(spec, ChildSpec):
@@ -574,6 +580,7 @@ class _Supervisor:
             if sibling.terminating or sibling.incarnation is not None:
                 continue
             await self._start(sibling)
+            sibling.restarts += 1
             _log.info(
                 "actor_restarted",
                 supervisor=self.name,

@@ -293,7 +293,7 @@ class RabbitMQNode:
 
     def close_all_connections(self, reason: str = "closed by test") -> None:
         """Close every client connection from the server side (``close_all_connections``)."""
-        self.ctl("close_all_connections", reason)
+        self.ctl("close_all_connections", "--global", reason)
 
     def close(self) -> None:
         """Stop the node and delete its directories."""

@@ -9,7 +9,9 @@ with backoff while the broker is away. So:
 * a redelivered message has no second effect: its ``eventId`` is in the inbox, and what its
   first handling must publish is in the outbox, published (again) by the relay if need be;
 * a crash between "published" and "marked sent" publishes a row twice, with the same
-  ``eventId``: consumers drop the copy.
+  ``eventId``: consumers drop the copy;
+* a row keeps the trace context (``traceparent``) current when it was written, and the relay
+  publishes it in that trace: a trace started at ``POST /orders`` goes on through the events.
 
 Replies to commands are not relayed: actorbus can only reply from the handler
 (``HandlerContext.reply``). A command handler stores its reply in the inbox row instead and, on
@@ -30,6 +32,7 @@ import anyio
 import msgspec
 
 from actorbus import Command, HandlerContext, Message, ServiceContext
+from actorbus.app import continue_trace, trace_headers
 from actorbus.exceptions import UnroutableError
 
 from .db import Database
@@ -43,6 +46,7 @@ __all__ = (
     "enqueue",
     "inbox_lookup",
     "inbox_record",
+    "migrate_outbox",
     "pending_count",
     "reply_once",
 )
@@ -61,6 +65,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     correlation_id  TEXT,
     causation_id    TEXT,
     expect_reply    INTEGER NOT NULL DEFAULT 0,
+    headers         BLOB,                        -- JSON: trace context to publish with
     status          TEXT    NOT NULL DEFAULT 'pending'
                             CHECK (status IN ('pending', 'sent', 'dropped')),
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -80,6 +85,14 @@ CREATE TABLE IF NOT EXISTS inbox (
 """
 
 _encode = msgspec.json.encode
+_decode_headers = msgspec.json.Decoder(dict[str, str]).decode
+
+
+def migrate_outbox(conn: sqlite3.Connection) -> None:
+    """Add what later versions added to an existing outbox table (the ``headers`` column)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    if columns and "headers" not in columns:
+        conn.execute("ALTER TABLE outbox ADD COLUMN headers BLOB")
 
 
 # ------------------------------------------------------------------- inbox (in a tx)
@@ -141,11 +154,16 @@ def enqueue(
         correlation_id: The business flow's id: the order id.
         causation_id: The ``eventId`` of the message whose handling produced this one.
         expect_reply: For a command: ask for a reply to this service's queue.
+
+    The current trace context (of the HTTP request or delivery being handled) is stored with
+    the row, for the relay to publish the message in the same trace.
     """
     now = time.time()
+    trace = trace_headers()
     conn.execute(
         "INSERT INTO outbox (kind, message_type, message_id, body, correlation_id, causation_id,"
-        " expect_reply, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " expect_reply, headers, next_attempt_at, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             "command" if isinstance(message, Command) else "event",
             type(message).__routing_key__,
@@ -154,6 +172,7 @@ def enqueue(
             correlation_id,
             causation_id,
             int(expect_reply),
+            _encode(trace) if trace else None,
             now,
             now,
         ),
@@ -236,6 +255,7 @@ class _Row(NamedTuple):
     causation_id: str | None
     expect_reply: bool
     attempts: int
+    headers: bytes | None
 
 
 class OutboxRelay:
@@ -313,10 +333,10 @@ class OutboxRelay:
     def _pending(self, conn: sqlite3.Connection) -> tuple[list[_Row], float | None]:
         now = time.time()
         rows = [
-            _Row(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7])
+            _Row(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8])
             for r in conn.execute(
                 "SELECT id, kind, message_type, body, correlation_id, causation_id, "
-                "expect_reply, attempts FROM outbox WHERE status = 'pending' "
+                "expect_reply, attempts, headers FROM outbox WHERE status = 'pending' "
                 "AND next_attempt_at <= ? ORDER BY id LIMIT ?",
                 (now, self._batch_size),
             )
@@ -344,17 +364,22 @@ class OutboxRelay:
             ctx.log.error("outbox_row_dropped", row=row.id, error=error)
             return ("dropped", row.attempts + 1, now, now, error, row.id)
         try:
-            if isinstance(message, Command):
-                await ctx.send(
-                    message,
-                    correlation_id=row.correlation_id,
-                    causation_id=row.causation_id,
-                    expect_reply=row.expect_reply,
-                )
-            else:
-                await ctx.publish(
-                    message, correlation_id=row.correlation_id, causation_id=row.causation_id
-                )
+            headers = _decode_headers(row.headers) if row.headers else None
+        except msgspec.DecodeError:  # only the trace is lost: publish without it
+            headers = None
+        try:
+            with continue_trace(headers):
+                if isinstance(message, Command):
+                    await ctx.send(
+                        message,
+                        correlation_id=row.correlation_id,
+                        causation_id=row.causation_id,
+                        expect_reply=row.expect_reply,
+                    )
+                else:
+                    await ctx.publish(
+                        message, correlation_id=row.correlation_id, causation_id=row.causation_id
+                    )
         except anyio.get_cancelled_exc_class():
             raise
         except UnroutableError as exc:

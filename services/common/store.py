@@ -10,7 +10,7 @@ from typing import ClassVar, Generic, Self, TypeVar
 from actorbus import Message, Service, ServiceContext
 
 from .db import Database
-from .outbox import OUTBOX_SCHEMA, OutboxRelay, pending_count
+from .outbox import OUTBOX_SCHEMA, OutboxRelay, migrate_outbox, pending_count
 
 __all__ = ("ServiceStore", "Slot", "attach_store", "store_of")
 
@@ -40,6 +40,7 @@ class ServiceStore:
     async def open(cls, path: Path) -> Self:
         """Open the store's database at ``path``, creating its tables if needed."""
         store = cls(await Database.open(path, cls.schema))
+        await store.db.write(migrate_outbox)
         await store.db.write(store.on_open)
         return store
 

@@ -406,6 +406,8 @@ class AmqpSubscription:
         self._consumer_tag: str | None = None
         self._active = False
         self._cancelled = False
+        # Single active consumer: after cancel(), deliveries are held unsettled until close().
+        self._holding = False
         self._recovery: asyncio.Task[None] | None = None
         self._max_size = broker._max_message_size
 
@@ -463,6 +465,8 @@ class AmqpSubscription:
         max_size = self._max_size if broker._has_dlq(queue) else 0
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            if self._holding:
+                return  # left unsettled: close() returns it to the head of the queue
             try:
                 delivery = make_delivery(message, queue, acker, broker)
             except Exception:
@@ -574,6 +578,15 @@ class AmqpSubscription:
         if recovery is not None and not recovery.done():
             recovery.cancel()
             await asyncio.gather(recovery, return_exceptions=True)
+        spec = self._broker._queue_specs.get(self._queue)
+        if spec is not None and spec.single_active_consumer:
+            # basic.cancel would hand the queue to the standby at once while this consumer
+            # still holds deliveries (a quorum queue returns them only when the channel
+            # closes), and they would come back behind newer ones. Stay registered and hand
+            # nothing more to the app; close() requeues the rest at the head, and only then
+            # does the broker activate the standby: the order survives the handover.
+            self._holding = True
+            return
         acker = self._acker
         if acker is not None and acker.open and self._consumer_tag is not None:
             try:

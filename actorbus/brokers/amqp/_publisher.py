@@ -17,13 +17,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiormq.abc
+import aiormq.exceptions
 from pamqp.commands import Basic
 
+from ..._log import get_logger
 from ...exceptions import BrokerConnectionError, PublishError, PublishTooLargeError
 from ...messages._envelope import Envelope
 from .._protocol import OutboundMessage
 from ._connection import ConnectionManager
 from ._errors import translate
+
+_log = get_logger("actorbus.brokers.amqp")
 
 __all__ = ("XH_CAUSATION_ID", "Publisher", "build_properties")
 
@@ -94,6 +98,7 @@ class Publisher:
         self._idle: asyncio.Event = asyncio.Event()
         self._idle.set()
         self._reopen_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[Any]] = set()
 
     async def open(self, connection: aiormq.abc.AbstractConnection) -> None:
         """Open the publishing channel on a new connection (confirms on)."""
@@ -107,8 +112,9 @@ class Publisher:
         channel = self.channel
         if channel is not None and not channel.is_closed:
             return channel
-        if channel is not None and self._manager.ready.is_set():
-            # The channel died alone (e.g. a publish to a missing exchange closes it).
+        if self._manager.ready.is_set():
+            # The channel died alone (e.g. a publish to a missing exchange closes it), or
+            # was retired after a nack (see _retire).
             async with self._reopen_lock:  # concurrent publishers reopen it once
                 channel = self.channel
                 if channel is not None and not channel.is_closed:
@@ -126,6 +132,23 @@ class Publisher:
         if channel is None or channel.is_closed:
             raise BrokerConnectionError(self._url, "the publishing channel is not open")
         return channel
+
+    def _retire(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Publish on a fresh channel from now on: ``channel`` got a ``basic.nack``.
+
+        On RabbitMQ 3.10 a channel that published to a quorum queue during its leader
+        election can keep getting nacks for that queue long after a new leader was elected
+        (16 s and more seen in the cluster test), while a new channel is served at once. The
+        old channel is closed in the background; publishes still waiting on it fail with
+        BrokerConnectionError and are retried by their callers.
+        """
+        if self.channel is not channel:
+            return
+        self.channel = None
+        _log.warning("amqp_publish_channel_retired", reason="basic.nack")
+        task = asyncio.get_running_loop().create_task(_close_quietly(channel))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _acquire(self) -> None:
         while self._in_flight >= self._window:
@@ -200,6 +223,8 @@ class Publisher:
         except BrokerConnectionError:
             raise
         except Exception as exc:
+            if isinstance(exc, aiormq.exceptions.DeliveryError) and channel is not None:
+                self._retire(channel)
             raise translate(
                 exc,
                 url=self._url,
@@ -259,3 +284,10 @@ class Publisher:
                     await self._idle.wait()
             except TimeoutError:
                 pass
+
+
+async def _close_quietly(channel: aiormq.abc.AbstractChannel) -> None:
+    try:
+        await channel.close()
+    except Exception as exc:  # already closed with its connection: nothing to do
+        _log.debug("amqp_retired_channel_close_failed", error=repr(exc))
