@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 
 @pytest.fixture
@@ -38,3 +39,13 @@ def amqp_url() -> Iterator[str]:
         pytest.skip(message)
     with RabbitMQNode(name="actorbus-session") as node:
         yield node.url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Undo any structlog configuration a test made (the CLI's ``main`` configures it).
+
+    A configuration left behind would write later tests' logs to a closed capture stream.
+    """
+    yield
+    structlog.reset_defaults()
