@@ -109,7 +109,7 @@ class Outgoing:
             if TRACEPARENT not in hdrs:
                 tracer.inject(hdrs, route.type, to_queue or route.exchange)
         envelope = Envelope(
-            str(message.event_id),
+            message.message_id,
             route.type,
             to_queue if to_queue is not None else route.type,
             correlation_id=correlation_id,

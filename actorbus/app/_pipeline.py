@@ -228,7 +228,7 @@ class Pipeline:
         except MessageError as exc:
             return await self._dead_letter(delivery, exc)
 
-        message_id = env.message_id or str(message.event_id)
+        message_id = env.message_id or message.message_id
         inbox = self._inbox
         published = None if inbox is None else await inbox.lookup(self._consumer, message_id)
         if published is None:

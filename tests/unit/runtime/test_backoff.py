@@ -58,3 +58,8 @@ def test_attempt_counts_from_one() -> None:
 def test_invalid_values_are_rejected(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Backoff(**kwargs)
+
+
+def test_zero_initial_delay_stays_zero_however_many_attempts() -> None:
+    # 2.0 ** 1024 overflows a float; that must not turn "no delay" into the maximum.
+    assert Backoff(initial=0.0, factor=2.0, maximum=30.0).delay(5000) == 0.0
