@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..runtime import Backoff as Backoff
 from ._app import App as App
 from ._app import ServiceContext as ServiceContext
 from ._context import HandlerContext as HandlerContext
@@ -18,6 +19,7 @@ from ._tracing import trace_headers as trace_headers
 
 __all__ = (
     "App",
+    "Backoff",
     "Endpoint",
     "HandlerContext",
     "Inbox",

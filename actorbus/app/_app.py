@@ -13,7 +13,15 @@ import anyio
 
 from .._clock import Clock
 from .._log import get_logger
-from ..brokers import Broker, Delivery, OutboundMessage, Subscription, Topology, connect
+from ..brokers import (
+    Broker,
+    Delivery,
+    ExchangeSpec,
+    OutboundMessage,
+    Subscription,
+    Topology,
+    connect,
+)
 from ..exceptions import ConfigurationError
 from ..messages import Command, JsonCodec, Message, MessageRegistry
 from ..runtime import ActorRef, ActorSystem, ChildSpec, SupervisorSpec
@@ -53,6 +61,10 @@ class ServiceContext:
         self.log: Any = get_logger("actorbus.app", service=service.name)
         # Counted under this service's name when metrics are on (see App.__init__).
         self._publish: Callable[[OutboundMessage], Awaitable[None]] = app.broker.publish
+        # This service's exchanges: services of one App may publish to different ones.
+        self.outgoing = Outgoing(
+            app.codec, service.exchange, service.command_exchange, tracer=app._tracer
+        )
 
     async def publish(
         self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
@@ -62,7 +74,7 @@ class ServiceContext:
         It continues the current trace (an HTTP request's, or the one made current with
         :func:`~actorbus.app.continue_trace`), or starts one.
         """
-        build = self.app._outgoing.build
+        build = self.outgoing.build
         await self._publish(build(event, correlation_id=correlation_id, causation_id=causation_id))
 
     async def send(
@@ -75,7 +87,7 @@ class ServiceContext:
     ) -> None:
         """Send ``command`` now; with ``expect_reply`` the reply comes to this service's queue."""
         await self._publish(
-            self.app._outgoing.build(
+            self.outgoing.build(
                 command,
                 correlation_id=correlation_id,
                 causation_id=causation_id,
@@ -97,7 +109,7 @@ class ServiceContext:
         outbox); inside a handler, ``ctx.reply()`` does this and flushes before the ack.
         """
         await self._publish(
-            self.app._outgoing.build(
+            self.outgoing.build(
                 message,
                 correlation_id=correlation_id,
                 causation_id=causation_id,
@@ -142,6 +154,9 @@ class App:
             in handlers; with OpenTelemetry, record spans. ``True``: spans if a tracer provider
             is configured globally, else propagation alone; ``False``: nothing; a
             ``TracerProvider``: spans through it.
+        exchange: Where :meth:`publish` sends events; the first service's exchange by
+            default. Required, and declared, for an App without services (a publisher).
+        command_exchange: Where :meth:`send` sends commands; the first service's by default.
 
     Attributes:
         metrics: The App's :class:`~actorbus.app._metrics.AppMetrics` (its ``registry`` is
@@ -164,14 +179,19 @@ class App:
         metrics: bool | CollectorRegistry = True,
         metrics_port: str | int | None = None,
         tracing: Any = True,
+        exchange: str | None = None,
+        command_exchange: str | None = None,
     ) -> None:
         self.services: tuple[Service, ...] = tuple(services)
         names = [s.name for s in self.services]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigurationError(f"service names must be unique; repeated: {duplicates}")
-        if not self.services:
-            raise ConfigurationError("an App needs at least one Service")
+        if not self.services and exchange is None:
+            raise ConfigurationError(
+                "an App without services only publishes: name the exchange its events go "
+                "to, e.g. App([], exchange='orders.topic')"
+            )
         self.broker: Broker = connect(broker) if isinstance(broker, str) else broker
         self.data_dir = Path(data_dir)
         self.inbox: Inbox = inbox if inbox is not None else MemoryInbox()
@@ -180,6 +200,8 @@ class App:
         for service in self.services:
             for sub in service.subscriptions.values():
                 self.registry.register(sub.message_type)
+            for old, new, fn in service.upcasters:
+                self.registry.add_upcaster(old, new, fn)
         self._tracer: Tracer | None = build_tracer(tracing)
         self.metrics: AppMetrics | None = self._build_metrics(metrics, metrics_port)
         self._metrics_address = _metrics_address(metrics_port)
@@ -192,9 +214,13 @@ class App:
             self._publish = self._measured_publisher("").publish
             for name, ctx in self.contexts.items():
                 ctx._publish = self._measured_publisher(name).publish
-        first = self.services[0]
+        first = self.services[0] if self.services else None
+        self.exchange = exchange or (first.exchange if first else "actorbus.events")
+        self.command_exchange = command_exchange or (
+            first.command_exchange if first else "actorbus.commands"
+        )
         self._outgoing = Outgoing(
-            self.codec, first.exchange, first.command_exchange, tracer=self._tracer
+            self.codec, self.exchange, self.command_exchange, tracer=self._tracer
         )
         self._clock = clock
         self._drain_timeout = drain_timeout
@@ -236,7 +262,7 @@ class App:
 
     def topology(self) -> Topology:
         """Return everything the services need declared on the broker."""
-        topology = Topology()
+        topology = Topology(exchanges=(ExchangeSpec(self.exchange, "topic"),))
         for service in self.services:
             topology = topology.merge(service.topology())
         return topology
@@ -315,7 +341,7 @@ class App:
                 self.registry,
                 self.broker,
                 self.inbox if service.dedupe else None,
-                self._outgoing,
+                self.contexts[service.name].outgoing,
                 self.contexts[service.name],
                 tracer=self._tracer,
                 metrics=None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -88,6 +88,9 @@ class Service:
         retry: When to give up on a failing handler.
         retry_delays: The broker's delay tiers for retries, in seconds.
         single_active_consumer: Only one process consumes at a time (per-queue ordering).
+        delivery_limit: Quorum queues: the broker dead-letters a message redelivered this
+            many times (a poison message that crashes its consumer before any ack).
+        max_length: Bound on the queue's ready messages (the oldest are dead-lettered).
         dedupe: Put the app's idempotency inbox in front of the handlers. Pass ``False``
             when the handlers keep their own inbox in the same transaction as their effects
             (as the reference services do in SQLite).
@@ -106,6 +109,8 @@ class Service:
         retry: RetryPolicy | None = None,
         retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
         single_active_consumer: bool = False,
+        delivery_limit: int | None = None,
+        max_length: int | None = None,
         dedupe: bool = True,
     ) -> None:
         if not _NAME.match(name):
@@ -123,6 +128,8 @@ class Service:
             queue_type=queue_type,
             retry_delays=retry_delays,
             single_active_consumer=single_active_consumer,
+            delivery_limit=delivery_limit,
+            max_length=max_length,
         )
         self.exchange = exchange
         self.command_exchange = command_exchange
@@ -131,6 +138,7 @@ class Service:
         self.retry = retry or RetryPolicy()
         self.dedupe = dedupe
         self.subscriptions: dict[str, Subscription] = {}
+        self.upcasters: list[tuple[type[Message], type[Message], Callable[[Any], Any]]] = []
         self.publishes: list[type[Message]] = []
         self.routes: list[Any] = []
         self.on_startup: list[Startup] = []
@@ -141,7 +149,11 @@ class Service:
         return f"Service({self.name!r}, queue={self.queue.name!r})"
 
     def on(
-        self, message_type: type[M], *, bind: bool = True
+        self,
+        message_type: type[M],
+        *,
+        bind: bool = True,
+        upcast: Mapping[type[Message], Callable[[Any], M]] | None = None,
     ) -> Callable[[Callable[[M, HandlerContext], Awaitable[None]]], Handler]:
         """Register the decorated function as the handler of ``message_type``.
 
@@ -149,13 +161,17 @@ class Service:
             message_type: The Event or Command class handled.
             bind: Bind the queue to the message's routing key. Pass ``False`` for replies,
                 which reach the queue directly through ``reply_to``.
+            upcast: Older types, on their own routing keys, that this handler reads too,
+                each with the function that turns one into ``message_type``; e.g.
+                ``{OrderCreated: v1_to_v2}`` lets a v2 handler also consume
+                ``order.created`` while producers migrate.
 
         Raises:
             ConfigurationError: The type has no routing key, or already has a handler here.
         """
 
         def decorator(fn: Callable[[M, HandlerContext], Awaitable[None]]) -> Handler:
-            self.add_handler(message_type, fn, bind=bind)
+            self.add_handler(message_type, fn, bind=bind, upcast=upcast)
             return fn
 
         return decorator
@@ -166,15 +182,25 @@ class Service:
         handler: Callable[[M, HandlerContext], Awaitable[None]],
         *,
         bind: bool = True,
+        upcast: Mapping[type[Message], Callable[[Any], M]] | None = None,
     ) -> None:
         """Register ``handler`` for ``message_type`` (the non-decorator form of :meth:`on`)."""
-        key = _wire_name(message_type, self.name)
-        if key in self.subscriptions:
-            raise ConfigurationError(
-                f"service {self.name!r} already handles {key!r} with "
-                f"{self.subscriptions[key].handler.__qualname__}; one handler per message type"
-            )
-        self.subscriptions[key] = Subscription(message_type, handler, bind)
+        Upcaster = tuple[type[Message], type[Message], Callable[[Any], Any]]
+        keys: list[tuple[str, Upcaster | None]] = [(_wire_name(message_type, self.name), None)]
+        for old, fn in (upcast or {}).items():
+            keys.append((_wire_name(old, self.name), (old, message_type, fn)))
+        for key, _ in keys:
+            if key in self.subscriptions:
+                raise ConfigurationError(
+                    f"service {self.name!r} already handles {key!r} with "
+                    f"{self.subscriptions[key].handler.__qualname__}; "
+                    "one handler per message type"
+                )
+        for key, upcaster in keys:
+            # An upcast subscription decodes what arrives on the old key as ``message_type``.
+            self.subscriptions[key] = Subscription(message_type, handler, bind)
+            if upcaster is not None:
+                self.upcasters.append(upcaster)
 
     def declare_publishes(self, *message_types: type[Message]) -> None:
         """Declare the message types this service publishes (for topology and docs)."""

@@ -319,5 +319,83 @@ def test_configuration_errors_are_explicit() -> None:
         svc.add_handler(OrderPlaced, one)
     with pytest.raises(ConfigurationError, match=r"repeated: \['dupes'\]"):
         App([svc, Service("dupes")])
-    with pytest.raises(ConfigurationError, match="at least one Service"):
+    with pytest.raises(ConfigurationError, match="without services only publishes"):
         App([])
+
+
+async def test_a_publish_only_app_needs_no_service(tmp_path: Any, broker: str, ns: str) -> None:
+    seen = Probe()
+    audit = _service(ns, "audit")
+
+    @audit.on(OrderAccepted)
+    async def record(event: OrderAccepted, ctx: HandlerContext) -> None:
+        seen.add(event.order_id)
+
+    # Two Apps on one broker, as in two processes: a producer and a consumer.
+    if broker == "memory://":
+        broker = f"memory://publish-only-{ns}"
+    async with (
+        App([audit], data_dir=tmp_path, broker=broker),
+        App([], exchange=f"test.{ns}", data_dir=tmp_path, broker=broker) as producer,
+    ):
+        await producer.publish(OrderAccepted(order_id="o-9"))
+        assert await seen.wait_for(1) == ["o-9"]
+
+
+async def test_services_of_one_app_publish_to_their_own_exchanges(
+    tmp_path: Any, broker: str, ns: str
+) -> None:
+    seen = Probe()
+    first = _service(ns, "first")
+    second = Service(f"second-{ns}", exchange=f"other.{ns}", retry=FAST, retry_delays=TIERS)
+    listener = Service(f"listener-{ns}", exchange=f"other.{ns}")
+
+    @second.on(OrderPlaced)
+    async def never(event: OrderPlaced, ctx: HandlerContext) -> None:  # pragma: no cover
+        raise AssertionError("OrderPlaced goes to the first exchange only")
+
+    @first.on(OrderPlaced)
+    async def accept(event: OrderPlaced, ctx: HandlerContext) -> None:
+        await ctx.context.publish(Reserved(order_id=event.order_id))
+
+    @listener.on(Reserved)
+    async def heard(event: Reserved, ctx: HandlerContext) -> None:
+        seen.add(event.order_id)
+
+    app = App([first, second, listener], data_dir=tmp_path, broker=broker)
+    async with app:
+        await app.publish(OrderPlaced(order_id="o-10", qty=1))
+        # first's own publish went to first's exchange, where listener does not listen.
+        await anyio.wait_all_tasks_blocked()
+        assert seen.items == []
+        await app.contexts[second.name].publish(Reserved(order_id="o-11"))
+        assert await seen.wait_for(1) == ["o-11"]
+
+
+class OrderPlacedV2(Event, routing_key="test.order.placed.v2", version=2):
+    order_id: str
+    lines: list[int]
+
+
+async def test_a_v2_handler_reads_v1_through_an_upcaster(
+    tmp_path: Any, broker: str, ns: str
+) -> None:
+    seen = Probe()
+    svc = _service(ns, "reader")
+
+    def v1_to_v2(old: OrderPlaced) -> OrderPlacedV2:
+        return OrderPlacedV2(event_id=old.event_id, order_id=old.order_id, lines=[old.qty])
+
+    @svc.on(OrderPlacedV2, upcast={OrderPlaced: v1_to_v2})
+    async def place(event: OrderPlacedV2, ctx: HandlerContext) -> None:
+        seen.add((type(event).__name__, event.order_id, event.lines))
+
+    async with App([svc], data_dir=tmp_path, broker=broker) as app:
+        await app.publish(OrderPlaced(order_id="old", qty=3))
+        await app.publish(OrderPlacedV2(order_id="new", lines=[1, 2]))
+        items = await seen.wait_for(2)
+    assert sorted(items) == [("OrderPlacedV2", "new", [1, 2]), ("OrderPlacedV2", "old", [3])]
+    assert {b.routing_key for b in svc.topology().bindings} == {
+        "test.order.placed",
+        "test.order.placed.v2",
+    }
