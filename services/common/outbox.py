@@ -273,7 +273,6 @@ class OutboxRelay:
         types: The message types the service publishes (decoded back from the rows).
         batch_size: Rows read per round.
         max_backoff: Longest wait before retrying a row, in seconds.
-        unroutable_attempts: Attempts before an unroutable event is dropped.
         poll_interval: Longest sleep when idle (the relay is normally woken by :meth:`notify`).
         retention: Seconds a sent (or dropped) row is kept, for inspection, before it is purged.
     """
@@ -285,7 +284,6 @@ class OutboxRelay:
         *,
         batch_size: int = 200,
         max_backoff: float = 30.0,
-        unroutable_attempts: int = 5,
         poll_interval: float = 5.0,
         retention: float = 24 * 3600.0,
     ) -> None:
@@ -293,7 +291,6 @@ class OutboxRelay:
         self._types: dict[str, type[Message]] = {t.__routing_key__: t for t in types}
         self._batch_size = batch_size
         self._max_backoff = max_backoff
-        self._unroutable_attempts = unroutable_attempts
         self._poll_interval = poll_interval
         self._retention = retention
         self._next_purge = 0.0
@@ -382,17 +379,8 @@ class OutboxRelay:
                     )
         except anyio.get_cancelled_exc_class():
             raise
-        except UnroutableError as exc:
+        except UnroutableError as exc:  # a command whose service has not declared its queue
             attempts = row.attempts + 1
-            if row.kind == "event" and attempts >= self._unroutable_attempts:
-                ctx.log.warning(
-                    "outbox_event_dropped_unroutable",
-                    message_type=row.message_type,
-                    correlation_id=row.correlation_id,
-                    attempts=attempts,
-                    hint="no queue is bound to this routing key; start its consumers first",
-                )
-                return ("dropped", attempts, now, now, str(exc), row.id)
             retry_at = now + self.backoff(attempts)
             ctx.log.warning(
                 "outbox_unroutable_retrying",
