@@ -11,16 +11,12 @@ __all__ = ("rabbitmq",)
 
 
 def _node_class() -> type | None:
-    # The throwaway node the test suite uses; prefer a public name if it gets one.
-    try:
-        from actorbus.testing import RabbitMQNode  # type: ignore[attr-defined]
-    except ImportError:
-        try:
-            from actorbus.testing._rabbitmq import RabbitMQNode, find_rabbitmq_server
-        except ImportError:
-            return None
-        if find_rabbitmq_server() is None:
-            return None
+    # The throwaway node the test suite uses.
+    from actorbus.testing import RabbitMQNode
+    from actorbus.testing._rabbitmq import find_rabbitmq_server
+
+    if find_rabbitmq_server() is None:
+        return None
     node_class: type = RabbitMQNode
     return node_class
 

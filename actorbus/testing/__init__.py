@@ -13,14 +13,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from structlog.testing import capture_logs as capture_logs
 
 from .._clock import ManualClock as ManualClock
-from ._conformance import BrokerConformance as BrokerConformance
 from ._harness import Published as Published
 from ._harness import RecordingBroker as RecordingBroker
 from ._harness import ServiceHarness as ServiceHarness
 from ._rabbitmq import RabbitMQNode as RabbitMQNode
+
+if TYPE_CHECKING:
+    from ._conformance import BrokerConformance as BrokerConformance
+
+
+def __getattr__(name: str) -> Any:
+    # The conformance suite is a pytest base class: import pytest only when it is asked
+    # for, so that the rest of actorbus.testing (and the benchmarks) work without pytest.
+    if name == "BrokerConformance":
+        from ._conformance import BrokerConformance
+
+        return BrokerConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = (
     "BrokerConformance",
