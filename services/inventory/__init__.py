@@ -22,7 +22,8 @@ __all__ = ("build", "service")
 
 def build() -> Service:
     """Return a new Inventory service (one per App: it holds that App's store)."""
-    service = Service("inventory", queue="inventory.queue", exchange=EXCHANGE)
+    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
+    service = Service("inventory", queue="inventory.queue", exchange=EXCHANGE, dedupe=False)
     store = attach_store(service, InventoryStore, "inventory.sqlite3")
     service.declare_publishes(ReserveStockResult, ReleaseStockResult)
     add_handlers(service, store)

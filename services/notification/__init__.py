@@ -21,7 +21,8 @@ __all__ = ("build", "service")
 
 def build() -> Service:
     """Return a new Notification service (one per App: it holds that App's store)."""
-    service = Service("notification", queue="notification.queue", exchange=EXCHANGE)
+    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
+    service = Service("notification", queue="notification.queue", exchange=EXCHANGE, dedupe=False)
     store = attach_store(service, NotificationStore, "notification.sqlite3")
     service.declare_publishes(SendConfirmationResult)
     add_handlers(service, store)

@@ -75,7 +75,8 @@ def build(step_timeout: float | None = None, max_attempts: int | None = None) ->
         store.step_timeout = timeout
         store.max_attempts = attempts
 
-    service = Service("orchestrator", queue="orchestrator.queue", exchange=EXCHANGE)
+    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
+    service = Service("orchestrator", queue="orchestrator.queue", exchange=EXCHANGE, dedupe=False)
     store = attach_store(service, OrchestratorStore, "orchestrator.sqlite3", configure)
     add_handlers(service, store)
     add_order_routes(service)

@@ -24,7 +24,8 @@ __all__ = ("build", "service")
 
 def build() -> Service:
     """Return a new Order service (one per App: it holds that App's store)."""
-    service = Service("order", queue="order.queue", exchange=EXCHANGE)
+    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
+    service = Service("order", queue="order.queue", exchange=EXCHANGE, dedupe=False)
     store = attach_store(service, OrderStore, "order.sqlite3")
     add_handlers(service, store)
     add_order_routes(service)

@@ -21,7 +21,8 @@ __all__ = ("build", "service")
 
 def build() -> Service:
     """Return a new Payment service (one per App: it holds that App's store)."""
-    service = Service("payment", queue="payment.queue", exchange=EXCHANGE)
+    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
+    service = Service("payment", queue="payment.queue", exchange=EXCHANGE, dedupe=False)
     store = attach_store(service, PaymentStore, "payment.sqlite3")
     service.declare_publishes(ChargePaymentResult, RefundPaymentResult)
     add_handlers(service, store)

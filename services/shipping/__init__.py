@@ -20,7 +20,8 @@ __all__ = ("build", "service")
 
 def build() -> Service:
     """Return a new Shipping service (one per App: it holds that App's store)."""
-    service = Service("shipping", queue="shipping.queue", exchange=EXCHANGE)
+    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
+    service = Service("shipping", queue="shipping.queue", exchange=EXCHANGE, dedupe=False)
     store = attach_store(service, ShippingStore, "shipping.sqlite3")
     add_handlers(service, store)
     add_shipment_routes(service)
