@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .._log import get_logger
 from ..brokers import DEFAULT_EXCHANGE, OutboundMessage
 from ..exceptions import ConfigurationError
-from ..messages import Command, Envelope, JsonCodec, Message
+from ..messages import SCHEMA_VERSION_HEADER, Command, Envelope, JsonCodec, Message
 from ._tracing import TRACEPARENT, current_trace
 
 if TYPE_CHECKING:
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 __all__ = ("HandlerContext", "Outgoing")
 
-SCHEMA_VERSION_HEADER = "x-schema-version"
 
 _log = get_logger("actorbus.app")
 

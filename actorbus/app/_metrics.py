@@ -170,6 +170,11 @@ class PublishMetrics:
         self.failures: dict[str, int] = {}
         self.confirm = Histogram()
 
+    def failed(self, exc: BaseException) -> None:
+        """Count a publish that was not confirmed, by the error's class name."""
+        name = type(exc).__name__
+        self.failures[name] = self.failures.get(name, 0) + 1
+
 
 class MeasuredPublisher:
     """Publishes through a broker, counting confirmed messages and timing the confirms.
@@ -199,8 +204,7 @@ class MeasuredPublisher:
         try:
             await self._publish(message)
         except Exception as exc:
-            name = type(exc).__name__
-            metrics.failures[name] = metrics.failures.get(name, 0) + 1
+            metrics.failed(exc)
             raise
         metrics.confirm.observe(time.perf_counter() - start)
         published = metrics.published
@@ -214,8 +218,7 @@ class MeasuredPublisher:
         try:
             await self._publish_batch(messages)
         except Exception as exc:
-            name = type(exc).__name__
-            metrics.failures[name] = metrics.failures.get(name, 0) + 1
+            metrics.failed(exc)
             raise
         metrics.confirm.observe(time.perf_counter() - start)
         published = metrics.published

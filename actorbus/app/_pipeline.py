@@ -36,9 +36,9 @@ from ..exceptions import (
     UnsupportedContentTypeError,
     UnsupportedVersionError,
 )
-from ..messages import MessageRegistry
+from ..messages import SCHEMA_VERSION_HEADER, MessageRegistry
 from ..runtime import Actor
-from ._context import SCHEMA_VERSION_HEADER, HandlerContext, Outgoing
+from ._context import HandlerContext, Outgoing
 from ._inbox import Inbox
 from ._service import Handler, RetryPolicy, Service
 

@@ -136,6 +136,9 @@ class _MemoryDelivery:
         owner = self._owner
         if owner is not None:
             owner.unsettled.pop(self, None)
+        server = self._q.server
+        if server.changed is not None:
+            server.notify()
         return True
 
     async def ack(self) -> None:
@@ -149,6 +152,8 @@ class _MemoryDelivery:
         q = self._q
         if q.ready and q.consumers:
             q.dispatch()
+        if q.server.changed is not None:
+            q.server.notify()
 
     async def nack(self, *, requeue: bool = True) -> None:
         """Requeue the message at the head of its queue (redelivered), or dead-letter it.
@@ -316,6 +321,8 @@ class _Queue:
         """Append a message; hand it to a consumer at once if one has room."""
         ready = self.ready
         ready.append(d)
+        if self.server.changed is not None:
+            self.server.notify()
         if self.consumers:
             self.dispatch()
         if self.max_length is not None:
@@ -397,7 +404,15 @@ class _Queue:
 class _Server:
     """Exchanges, queues and messages: what a RabbitMQ node holds, shared by connections."""
 
-    __slots__ = ("__weakref__", "duplicates", "exchanges", "name", "queues", "routers")
+    __slots__ = (
+        "__weakref__",
+        "changed",
+        "duplicates",
+        "exchanges",
+        "name",
+        "queues",
+        "routers",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -405,6 +420,15 @@ class _Server:
         self.routers: dict[str, Router[_Queue]] = {}
         self.queues: dict[str, _Queue] = {}
         self.duplicates = 0
+        # Set when a message is queued or settled, and only while someone waits for that
+        # (MemoryBroker.wait_for_change): otherwise the hot path pays one attribute check.
+        self.changed: anyio.Event | None = None
+
+    def notify(self) -> None:
+        """Wake whoever waits for a change of any queue of this server."""
+        changed, self.changed = self.changed, None
+        if changed is not None:
+            changed.set()
 
     def duplicate(self, q: _Queue, d: _MemoryDelivery) -> int:
         """Fault injection: put a redelivered copy of ``d`` at the head of ``q``."""
@@ -768,6 +792,14 @@ class MemoryBroker:
             unsettled = sum(len(c.unsettled) for c in q.consumers)
             stats[name] = (len(q.ready), unsettled, len(q.consumers))
         return stats
+
+    async def wait_for_change(self) -> None:
+        """Wait until a message is queued or settled anywhere on this broker's server, or a
+        retry's delay ends (its message is queued then)."""
+        server = self._server
+        if server.changed is None:
+            server.changed = anyio.Event()
+        await server.changed.wait()
 
     def is_idle(self) -> bool:
         """Whether nothing is left to do: no consumed queue holds a ready or unsettled message,

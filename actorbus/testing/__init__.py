@@ -21,6 +21,7 @@ from .._clock import ManualClock as ManualClock
 from ._harness import Published as Published
 from ._harness import RecordingBroker as RecordingBroker
 from ._harness import ServiceHarness as ServiceHarness
+from ._harness import wait_until_idle as wait_until_idle
 from ._rabbitmq import RabbitMQNode as RabbitMQNode
 
 if TYPE_CHECKING:
@@ -45,4 +46,5 @@ __all__ = (
     "RecordingBroker",
     "ServiceHarness",
     "capture_logs",
+    "wait_until_idle",
 )

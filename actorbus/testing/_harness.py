@@ -26,7 +26,7 @@ from ..messages import Command, Envelope, Message
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ("Published", "RecordingBroker", "ServiceHarness")
+__all__ = ("Published", "RecordingBroker", "ServiceHarness", "wait_until_idle")
 
 M = TypeVar("M", bound=Message)
 
@@ -248,10 +248,22 @@ class ServiceHarness:
         Raises:
             TimeoutError: Still busy after the harness's timeout.
         """
-        with anyio.fail_after(self.timeout):
-            while True:
-                await anyio.wait_all_tasks_blocked()
-                if self.broker.is_idle():
-                    return
-                # Work is pending on a timer (a retry delay): look again shortly.
-                await anyio.sleep(0.001)
+        await wait_until_idle(self.broker, timeout=self.timeout)
+
+
+async def wait_until_idle(broker: MemoryBroker, *, timeout: float = 5.0) -> None:
+    """Wait until ``broker`` is idle (see :meth:`MemoryBroker.is_idle`), without polling.
+
+    Each time every task is blocked and work is left (a handler waiting on a thread, a
+    retry waiting out its delay), it waits for the broker's next change: a message queued
+    or settled.
+
+    Raises:
+        TimeoutError: Still busy after ``timeout`` seconds.
+    """
+    with anyio.fail_after(timeout):
+        while True:
+            await anyio.wait_all_tasks_blocked()
+            if broker.is_idle():
+                return
+            await broker.wait_for_change()

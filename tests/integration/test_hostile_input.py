@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actorbus import App, Event, HandlerContext, Service
-from actorbus.brokers import DEFAULT_EXCHANGE, XH_REASON, OutboundMessage
+from actorbus.brokers import DEFAULT_EXCHANGE, XH_REASON, Delivery, OutboundMessage
 from actorbus.messages import Envelope, JsonCodec
 
 pytestmark = pytest.mark.anyio
@@ -164,17 +164,25 @@ async def _exercise(broker: str, tmp_path: Any, cases: list[tuple[bytes, str, st
         for event in valid_iter:
             env = Envelope(str(event.event_id), TYPE, queue)
             batch.append(OutboundMessage(DEFAULT_EXCHANGE, env, msgspec.json.encode(event)))
+        dead: list[Delivery] = []
+        all_dead = anyio.Event()
+
+        def on_dead(delivery: Delivery) -> None:
+            dead.append(delivery)
+            if len(dead) == len(cases):
+                all_dead.set()
+
+        watcher = await app.broker.consume(
+            svc.queue.dlq_name, on_dead, prefetch=len(cases) + len(valid)
+        )
         await app.broker.publish_batch(batch)
         with anyio.fail_after(60):
             await all_done.wait()
-            reasons: list[str] = []
-            while len(reasons) < len(cases):
-                delivery = await app.broker.get(svc.queue.dlq_name)
-                if delivery is None:
-                    await anyio.sleep(0.01)  # dead-lettering is still going on
-                    continue
-                reasons.append(delivery.envelope.headers[XH_REASON])
-                await delivery.ack()
+            await all_dead.wait()
+        await watcher.cancel()
+        reasons = [d.envelope.headers[XH_REASON] for d in dead]
+        for delivery in dead:
+            await delivery.ack()
         assert app.is_ready  # the consumer never crashed
     assert sorted(handled) == sorted(e.order_id for e in valid)
     assert set(reasons) <= REASONS, set(reasons) - REASONS

@@ -21,6 +21,7 @@ from actorbus.brokers.memory import MemoryBroker
 from actorbus.exceptions import ConfigurationError, ExchangeNotFoundError
 from actorbus.messages import Envelope
 from actorbus.runtime import Backoff
+from actorbus.testing import wait_until_idle
 
 pytestmark = pytest.mark.anyio
 
@@ -83,15 +84,6 @@ def value(app: App, name: str, **labels: str) -> float | None:
     return app.metrics.registry.get_sample_value(name, labels)
 
 
-async def _idle(broker: MemoryBroker) -> None:
-    with anyio.fail_after(5):
-        while True:
-            await anyio.wait_all_tasks_blocked()
-            if broker.is_idle():
-                return
-            await anyio.sleep(0.001)  # a retry waits on a 1 ms timer
-
-
 async def test_counters_after_a_flow(tmp_path: Path) -> None:
     probe = Probe()
     broker = MemoryBroker(f"memory://{uuid.uuid4().hex}")
@@ -103,7 +95,7 @@ async def test_counters_after_a_flow(tmp_path: Path) -> None:
         # A type nobody handles, from a foreign producer.
         stray = Envelope(str(uuid.uuid4()), "metrics.stray", "metrics.job")
         await broker.publish(OutboundMessage(app.services[0].exchange, stray, b"{}"))
-        await _idle(broker)
+        await wait_until_idle(broker)
 
         labels = {"service": SERVICE, "queue": QUEUE, "type": "metrics.job"}
         assert value(app, "actorbus_messages_consumed_total", **labels) == 7
@@ -176,7 +168,7 @@ async def test_mailbox_depth_is_read_at_scrape_time(tmp_path: Path) -> None:
         assert value(app, "actorbus_mailbox_depth", **labels) == 4
         assert value(app, "actorbus_mailbox_capacity", **labels) == 16
         release.set()
-        await _idle(broker)
+        await wait_until_idle(broker)
         assert value(app, "actorbus_mailbox_depth", **labels) == 0
         assert value(app, "actorbus_actor_restarts_total", service=SERVICE, actor=actor) == 0
 
@@ -202,7 +194,7 @@ async def test_a_crashed_consumer_is_counted_as_restarted(tmp_path: Path) -> Non
     async with App([_service(probe)], broker=broker, data_dir=tmp_path, inbox=inbox) as app:
         await app.publish(Job(kind="ok"))
         await probe.wait_for(1)  # handled after the actor was restarted
-        await _idle(broker)
+        await wait_until_idle(broker)
         actor = f"{SERVICE}.consumer-0"
         assert inbox.failed
         assert value(app, "actorbus_actor_restarts_total", service=SERVICE, actor=actor) == 1
@@ -225,7 +217,7 @@ async def test_metrics_endpoint_serves_the_apps_own_registry(tmp_path: Path) -> 
             assert other.metrics.registry is not app.metrics.registry
             await app.publish(Job(kind="ok"))
             await probe.wait_for(1)
-            await _idle(broker)
+            await wait_until_idle(broker)
             transport = httpx.ASGITransport(app=app.asgi())
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 response = await client.get("/metrics")

@@ -150,3 +150,25 @@ async def test_a_consumer_failing_for_good_makes_the_app_fail_with_one_clear_lin
     gave_up = [e for e in logs if e["event"] == "supervisor_gave_up"]
     assert len(gave_up) == 1
     assert "inbox database is unreachable" in str(gave_up[0]["error"])
+
+
+async def test_wait_until_idle_waits_out_a_retry_delay() -> None:
+    attempts: list[int] = []
+    svc = Service(
+        "slowretry",
+        exchange="harness.topic",
+        retry=RetryPolicy(max_attempts=2, backoff=Backoff(initial=0.05, jitter=0)),
+        retry_delays=(0.05,),
+    )
+
+    @svc.on(Ping)
+    async def flaky(event: Ping, ctx: HandlerContext) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("once")
+
+    async with ServiceHarness([svc]) as bus:
+        await bus.publish(Ping(n=1))
+        await bus.wait_until_idle()
+        assert attempts == [1, 2]
+        assert bus.broker.pending_retries == 0
