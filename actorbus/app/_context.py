@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ._app import ServiceContext
     from ._tracing import Tracer
 
-__all__ = ("HandlerContext", "Outgoing")
+__all__ = ("HandlerContext", "HandlerSite", "Outgoing")
 
 
 _log = get_logger("actorbus.app")
@@ -103,10 +103,13 @@ class Outgoing:
         tracer = self._tracer
         if tracer is None:
             hdrs = route.headers if headers is None else {**route.headers, **headers}
-        else:
-            hdrs = {**route.headers, **headers} if headers else route.headers.copy()
+        elif headers:
+            hdrs = {**route.headers, **headers}
             if TRACEPARENT not in hdrs:
                 tracer.inject(hdrs, route.type, to_queue or route.exchange)
+        else:
+            hdrs = route.headers.copy()
+            tracer.inject(hdrs, route.type, to_queue or route.exchange)
         envelope = Envelope(
             message.message_id,
             route.type,
@@ -126,6 +129,23 @@ class Outgoing:
         )
 
 
+class HandlerSite:
+    """What every delivery of one queue's pipeline shares: built once, referenced per context.
+
+    Attributes:
+        context: The handling service's context.
+        queue: The queue the pipeline consumes.
+        outgoing: Encodes and addresses what handlers publish.
+    """
+
+    __slots__ = ("context", "outgoing", "queue")
+
+    def __init__(self, context: ServiceContext, queue: str, outgoing: Outgoing) -> None:
+        self.context = context
+        self.queue = queue
+        self.outgoing = outgoing
+
+
 class HandlerContext:
     """Given to a handler with its message: publish, send, reply; all flushed before the ack.
 
@@ -133,24 +153,30 @@ class HandlerContext:
     with confirms, records the message in the inbox, and only then acks the delivery. If the
     handler raises, nothing it buffered is published.
 
+    One is created per delivery, so it holds only the envelope, the buffer and a reference to
+    what the queue's deliveries share.
+
     Attributes:
         envelope: The delivery's metadata (ids, attempt, redelivered, headers).
-        context: The handling service's :class:`~actorbus.app.ServiceContext` (its
-            ``state``, ``data_dir``, ``publish`` for use outside a handler).
-        queue: The queue it was consumed from.
     """
 
-    __slots__ = ("_log", "_outgoing", "buffer", "context", "envelope", "queue")
+    __slots__ = ("_log", "_site", "buffer", "envelope")
 
-    def __init__(
-        self, envelope: Envelope, context: ServiceContext, queue: str, outgoing: Outgoing
-    ) -> None:
+    def __init__(self, envelope: Envelope, site: HandlerSite) -> None:
         self.envelope = envelope
-        self.context = context
-        self.queue = queue
-        self._outgoing = outgoing
+        self._site = site
         self.buffer: list[OutboundMessage] = []
-        self._log: Any = None
+
+    @property
+    def context(self) -> ServiceContext:
+        """The handling service's :class:`~actorbus.app.ServiceContext` (its ``state``,
+        ``data_dir``, ``publish`` for use outside a handler)."""
+        return self._site.context
+
+    @property
+    def queue(self) -> str:
+        """The queue the message was consumed from."""
+        return self._site.queue
 
     @property
     def service(self) -> str:
@@ -160,7 +186,7 @@ class HandlerContext:
     @property
     def state(self) -> dict[str, Any]:
         """The handling service's state (``ctx.context.state``): its store, its connections."""
-        return self.context.state
+        return self._site.context.state
 
     @property
     def message_id(self) -> str:
@@ -186,7 +212,9 @@ class HandlerContext:
     @property
     def log(self) -> Any:
         """A structlog logger bound to this delivery's ids and trace id (built on first use)."""
-        if self._log is None:
+        try:
+            return self._log
+        except AttributeError:  # first use: the slot is left unset until then
             env = self.envelope
             log = _log.bind(
                 service=self.service,
@@ -210,7 +238,7 @@ class HandlerContext:
             correlation_id: Overrides the correlation id inherited from the delivery.
         """
         self.buffer.append(
-            self._outgoing.build(
+            self._site.outgoing.build(
                 event,
                 correlation_id=correlation_id or self.envelope.correlation_id,
                 causation_id=self.envelope.message_id,
@@ -228,7 +256,7 @@ class HandlerContext:
             correlation_id: Overrides the correlation id inherited from the delivery.
         """
         self.buffer.append(
-            self._outgoing.build(
+            self._site.outgoing.build(
                 command,
                 correlation_id=correlation_id or self.envelope.correlation_id,
                 causation_id=self.envelope.message_id,
@@ -249,7 +277,7 @@ class HandlerContext:
                 f"{self.envelope.message_id!r}): it carries no reply_to queue"
             )
         self.buffer.append(
-            self._outgoing.build(
+            self._site.outgoing.build(
                 message,
                 correlation_id=self.envelope.correlation_id,
                 causation_id=self.envelope.message_id,

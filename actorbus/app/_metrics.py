@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import SocketStream, TaskStatus
@@ -139,24 +139,6 @@ class QueueMetrics:
     def of(self, type_: str) -> TypeMetrics:
         """Return the counters of ``type_`` (those of unknown types if it is not handled)."""
         return self.by_type.get(type_, self.unknown)
-
-    def timed(
-        self, type_: str, handler: Callable[[Any, Any], Awaitable[None]]
-    ) -> Callable[[Any, Any], Awaitable[None]]:
-        """Wrap ``handler`` to record its duration (whether it succeeds or raises)."""
-        histogram = self.by_type[type_].handler
-        observe = histogram.observe
-        clock = time.perf_counter
-
-        async def timed(message: Any, ctx: Any) -> None:
-            start = clock()
-            try:
-                await handler(message, ctx)
-            finally:
-                observe(clock() - start)
-
-        timed.__qualname__ = getattr(handler, "__qualname__", "handler")
-        return timed
 
 
 class PublishMetrics:

@@ -4,11 +4,13 @@ Per delivery the hot path is: one dict lookup for the route, one typed msgspec d
 inbox lookup, the handler, one pipelined publish of what it buffered (if anything), one
 inbox record and the ack. Everything else (decoders, handler lookup, retry policy,
 dead-letter headers, whether to count metrics and to trace) is decided here, before the
-first message: :attr:`Pipeline.handle` is a chain of only the layers that are switched on.
+first message, and :meth:`Pipeline.handle` does all of it in one coroutine, which is the
+consumer actor's ``receive`` itself: no layers of wrapping coroutines per delivery.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,14 +40,15 @@ from ..exceptions import (
 )
 from ..messages import SCHEMA_VERSION_HEADER, MessageRegistry
 from ..runtime import Actor
-from ._context import HandlerContext, Outgoing
+from ._context import HandlerContext, HandlerSite, Outgoing
 from ._inbox import Inbox
 from ._service import Handler, RetryPolicy, Service
+from ._tracing import CURRENT_TRACE, LOG_TRACE_ID, consumer_context
 
 if TYPE_CHECKING:
     from ._app import ServiceContext
-    from ._metrics import QueueMetrics
-    from ._tracing import Tracer
+    from ._metrics import QueueMetrics, TypeMetrics
+    from ._tracing import Span, Tracer
 
 __all__ = ("ConsumerActor", "Pipeline")
 
@@ -57,10 +60,7 @@ _JSON = "application/json"
 # octet-stream); one that says it sent something else is not.
 _ACCEPTED = frozenset({_JSON, "", "application/octet-stream"})
 
-# How a delivery ended, for the metrics layer.
-_ACKED = 0
-_RETRIED = 1
-_DEAD_LETTERED = 2
+_clock = time.perf_counter
 
 
 # structlog's own contextvars for the ids of the delivery whose handler runs, so every log
@@ -79,11 +79,29 @@ _LOG_CAUSATION_ID = _log_var("causation_id")
 
 
 class _Route:
-    __slots__ = ("decode", "handler")
+    __slots__ = ("decode", "handler", "metrics")
 
-    def __init__(self, decode: Any, handler: Handler) -> None:
+    def __init__(self, decode: Any, handler: Handler, metrics: TypeMetrics | None) -> None:
         self.decode = decode
         self.handler = handler
+        self.metrics = metrics
+
+
+# How a delivery is traced, decided at start-up.
+_NO_TRACING = 0
+_W3C = 1  # the built-in tracer: the message's context made current, no span object
+_SPANS = 2  # a tracer that records spans (OpenTelemetry)
+
+
+def _nowait(inbox: Inbox | None, name: str) -> Any:
+    """Return ``inbox``'s synchronous ``<name>_nowait``, if the class defining ``<name>`` has it.
+
+    A subclass that overrides ``lookup`` (say) but not ``lookup_nowait`` keeps its override.
+    """
+    owner = next((k for k in type(inbox).__mro__ if name in vars(k)), None)
+    if inbox is None or owner is None or f"{name}_nowait" not in vars(owner):
+        return None
+    return getattr(inbox, f"{name}_nowait")
 
 
 def _reason(exc: BaseException) -> str:
@@ -128,24 +146,21 @@ class Pipeline:
         tracer: Continues each delivery's trace while it is handled; ``None`` for no tracing.
         metrics: Counts deliveries and times handlers; ``None`` for no metrics.
         publish_batch: Publishes what a handler buffered; ``broker.publish_batch`` if ``None``.
-
-    Attributes:
-        handle: Process one delivery to its end: acked, retried later, or dead-lettered.
     """
 
     __slots__ = (
         "_consumer",
-        "_context",
         "_inbox",
-        "_inner",
+        "_lookup_nowait",
         "_metrics",
-        "_outgoing",
         "_publish_batch",
+        "_record_nowait",
         "_retry",
         "_routes",
         "_service",
+        "_site",
+        "_trace_mode",
         "_tracer",
-        "handle",
         "queue",
     )
 
@@ -163,111 +178,151 @@ class Pipeline:
         publish_batch: Callable[[Sequence[OutboundMessage]], Awaitable[None]] | None = None,
     ) -> None:
         self._service = service.name
-        self._context = context
         self.queue = service.queue.name
+        self._site = HandlerSite(context, self.queue, outgoing)
         self._consumer = f"{service.name}:{self.queue}"
         self._publish_batch = publish_batch or broker.publish_batch
         self._inbox = inbox
-        self._outgoing = outgoing
+        # An inbox that answers without I/O is asked without awaiting (two awaits saved).
+        self._lookup_nowait = _nowait(inbox, "lookup")
+        self._record_nowait = _nowait(inbox, "record")
         self._retry: RetryPolicy = service.retry
         self._tracer = tracer
+        self._trace_mode = _NO_TRACING if tracer is None else _SPANS if tracer.records else _W3C
         self._metrics = metrics
         self._routes: dict[str, _Route] = {
             key: _Route(
                 registry.decoder(key, target=sub.message_type).decode,
-                sub.handler if metrics is None else metrics.timed(key, sub.handler),
+                sub.handler,
+                None if metrics is None else metrics.of(key),
             )
             for key, sub in service.subscriptions.items()
         }
-        # The layers, outermost first: trace span, metrics, processing; only those switched
-        # on: with neither, a delivery pays for neither (not even a check).
-        self._inner: Callable[[Delivery], Awaitable[int]] = (
-            self._process if metrics is None else self._measured
-        )
-        self.handle: Callable[[Delivery], Awaitable[object]] = (
-            self._inner if tracer is None else self._traced
-        )
 
-    async def _traced(self, delivery: Delivery) -> None:
-        tracer = self._tracer
-        if tracer is None:  # pragma: no cover - only installed with a tracer
-            raise RuntimeError("the pipeline has no tracer")
-        span = tracer.start_consumer(delivery.envelope, self._service, self.queue)
-        try:
-            await self._inner(delivery)
-        except BaseException as exc:
-            span.end(exc)
-            raise
-        span.end()
+    async def handle(self, delivery: Delivery) -> None:
+        """Process one delivery to its end: acked, retried later, or dead-lettered.
 
-    async def _measured(self, delivery: Delivery) -> int:
-        metrics = self._metrics.of(delivery.envelope.type)  # type: ignore[union-attr]
-        metrics.consumed += 1
-        outcome = await self._process(delivery)
-        if outcome == _ACKED:
-            metrics.acked += 1
-        elif outcome == _RETRIED:
-            metrics.retried += 1
-        return outcome  # dead letters are counted with their reason in _dead_letter
-
-    async def _process(self, delivery: Delivery) -> int:
+        The whole hot path is this one coroutine (plus the handler's): what is switched
+        on (tracing, metrics, the inbox) was decided at start-up and costs a test here.
+        """
         env = delivery.envelope
-        route = self._routes.get(env.type)
-        if route is None:
-            return await self._dead_letter(
-                delivery, UnknownMessageTypeError(env.type, self._routes)
+        mode = self._trace_mode
+        span: Span | None = None
+        if mode == _W3C:
+            trace = consumer_context(env.headers)
+            trace_token = CURRENT_TRACE.set(trace)
+            log_token = LOG_TRACE_ID.set(trace.trace_id)
+        elif mode == _SPANS:
+            span = self._tracer.start_consumer(  # type: ignore[union-attr]
+                env, self._service, self.queue
             )
-        content_type = env.content_type
-        if content_type not in _ACCEPTED and not content_type.startswith(_JSON):
-            return await self._dead_letter(delivery, UnsupportedContentTypeError(content_type))
-        headers: Mapping[str, Any] = env.headers
         try:
-            message = route.decode(
-                delivery.body, headers.get(SCHEMA_VERSION_HEADER) if headers else None
-            )
-        except MessageError as exc:
-            return await self._dead_letter(delivery, exc)
-
-        message_id = env.message_id or message.message_id
-        inbox = self._inbox
-        published = None if inbox is None else await inbox.lookup(self._consumer, message_id)
-        if published is None:
-            ctx = HandlerContext(env, self._context, self.queue, self._outgoing)
-            correlation_id = env.correlation_id
-            causation_id = env.causation_id
-            correlation = _LOG_CORRELATION_ID.set(
-                correlation_id if correlation_id is not None else ...
-            )
-            causation = _LOG_CAUSATION_ID.set(causation_id if causation_id is not None else ...)
+            route = self._routes.get(env.type)
+            if route is None:
+                unknown = None if self._metrics is None else self._metrics.unknown
+                if unknown is not None:
+                    unknown.consumed += 1
+                await self._dead_letter(
+                    delivery, UnknownMessageTypeError(env.type, self._routes), unknown
+                )
+                return
+            metrics = route.metrics
+            if metrics is not None:
+                metrics.consumed += 1
+            content_type = env.content_type
+            if content_type not in _ACCEPTED and not content_type.startswith(_JSON):
+                await self._dead_letter(
+                    delivery, UnsupportedContentTypeError(content_type), metrics
+                )
+                return
+            headers: Mapping[str, Any] = env.headers
             try:
-                await route.handler(message, ctx)
-            except anyio.get_cancelled_exc_class():
-                raise
-            except RejectMessage as exc:
-                return await self._dead_letter(delivery, exc)
-            except Exception as exc:
-                return await self._failed(delivery, exc)
-            finally:
-                _LOG_CAUSATION_ID.reset(causation)
-                _LOG_CORRELATION_ID.reset(correlation)
-            published = ctx.buffer
-            if inbox is not None:
-                await inbox.record(self._consumer, message_id, published)
-        # A redelivery of a handled message lands here too: what its handling published is
-        # published again (same eventIds), for downstream inboxes to drop as duplicates.
-        if published:
-            try:
-                await self._publish_batch(published)
-            except PublishError as exc:  # refused or unroutable: retried like a handler error
-                return await self._failed(delivery, exc)
-        await delivery.ack()
-        return _ACKED
+                message = route.decode(
+                    delivery.body, headers.get(SCHEMA_VERSION_HEADER) if headers else None
+                )
+            except MessageError as exc:
+                await self._dead_letter(delivery, exc, metrics)
+                return
 
-    async def _failed(self, delivery: Delivery, exc: Exception) -> int:
+            message_id = env.message_id or message.message_id
+            inbox = self._inbox
+            if inbox is None:
+                published = None
+            elif self._lookup_nowait is not None:
+                published = self._lookup_nowait(self._consumer, message_id)
+            else:
+                published = await inbox.lookup(self._consumer, message_id)
+            if published is None:
+                ctx = HandlerContext(env, self._site)
+                # The ids go into structlog's contextvars for the handler's log lines; a var
+                # that is unset and stays unset is not touched (two set/reset pairs saved).
+                correlation_id = env.correlation_id
+                correlation = (
+                    None
+                    if correlation_id is None and _LOG_CORRELATION_ID.get() is ...
+                    else _LOG_CORRELATION_ID.set(... if correlation_id is None else correlation_id)
+                )
+                causation_id = env.causation_id
+                causation = (
+                    None
+                    if causation_id is None and _LOG_CAUSATION_ID.get() is ...
+                    else _LOG_CAUSATION_ID.set(... if causation_id is None else causation_id)
+                )
+                start = _clock() if metrics is not None else 0.0
+                try:
+                    await route.handler(message, ctx)
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except RejectMessage as exc:
+                    await self._dead_letter(delivery, exc, metrics)
+                    return
+                except Exception as exc:
+                    await self._failed(delivery, exc, metrics)
+                    return
+                finally:
+                    if metrics is not None:
+                        metrics.handler.observe(_clock() - start)
+                    if causation is not None:
+                        _LOG_CAUSATION_ID.reset(causation)
+                    if correlation is not None:
+                        _LOG_CORRELATION_ID.reset(correlation)
+                published = ctx.buffer
+                if inbox is not None:
+                    if self._record_nowait is not None:
+                        self._record_nowait(self._consumer, message_id, published)
+                    else:
+                        await inbox.record(self._consumer, message_id, published)
+            # A redelivery of a handled message lands here too: what its handling published
+            # is published again (same eventIds), for downstream inboxes to drop as duplicates.
+            if published:
+                try:
+                    await self._publish_batch(published)
+                except PublishError as exc:  # refused or unroutable: retried like a handler error
+                    await self._failed(delivery, exc, metrics)
+                    return
+            await delivery.ack()
+            if metrics is not None:
+                metrics.acked += 1
+        except BaseException as exc:
+            if span is not None:
+                span.end(exc)
+                span = None
+            raise
+        finally:
+            if mode == _W3C:
+                LOG_TRACE_ID.reset(log_token)
+                CURRENT_TRACE.reset(trace_token)
+            elif span is not None:
+                span.end()
+
+    async def _failed(
+        self, delivery: Delivery, exc: Exception, metrics: TypeMetrics | None
+    ) -> None:
         env = delivery.envelope
         attempt = env.attempt
         if attempt >= self._retry.max_attempts:
-            return await self._dead_letter(delivery, exc)
+            await self._dead_letter(delivery, exc, metrics)
+            return
         if self._tracer is not None:
             self._tracer.record_error(exc)
         delay = exc.delay if isinstance(exc, RetryLater) and exc.delay is not None else None
@@ -287,9 +342,12 @@ class Pipeline:
                 error=f"{type(exc).__name__}: {exc}",
             )
         await delivery.retry(delay, {XH_ERROR_TYPE: type(exc).__qualname__})
-        return _RETRIED
+        if metrics is not None:
+            metrics.retried += 1
 
-    async def _dead_letter(self, delivery: Delivery, exc: BaseException) -> int:
+    async def _dead_letter(
+        self, delivery: Delivery, exc: BaseException, metrics: TypeMetrics | None
+    ) -> None:
         env = delivery.envelope
         headers = error_headers(exc, env.attempt)
         if self._tracer is not None:
@@ -307,11 +365,10 @@ class Pipeline:
             error=headers[XH_ERROR_MESSAGE],
         )
         await delivery.dead_letter(headers)
-        if self._metrics is not None:
-            counts = self._metrics.of(env.type).dead_lettered
+        if metrics is not None:
+            counts = metrics.dead_lettered
             reason = headers[XH_REASON]
             counts[reason] = counts.get(reason, 0) + 1
-        return _DEAD_LETTERED
 
 
 class ConsumerActor(Actor):
@@ -323,11 +380,12 @@ class ConsumerActor(Actor):
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
-        self._handle = pipeline.handle
+        # The pipeline's coroutine is the actor's receive: one coroutine per delivery.
+        self.receive = pipeline.handle  # type: ignore[method-assign,assignment]
 
     async def receive(self, message: Any) -> None:
-        """Run one delivery through the pipeline."""
-        await self._handle(message)
+        """Run one delivery through the pipeline (replaced by it in ``__init__``)."""
+        raise NotImplementedError  # pragma: no cover
 
     async def on_failure(self, exc: Exception, message: Any) -> None:
         """Requeue the delivery whose processing failed, so that no message is lost."""

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import structlog
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ TRACESTATE = "tracestate"
 # version-traceid-parentid-flags; a later version may append fields after another dash.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# The same for version 00 with the all-zero ids refused: what consumer_context tries first.
+_VALID_00 = re.compile(r"00-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _MAX_TRACESTATE = 512  # the W3C limit a vendor must propagate; longer is dropped
@@ -63,16 +66,19 @@ _bits = random.getrandbits  # what the OpenTelemetry SDK uses too
 
 
 def _new_span_id() -> str:
-    # %-formatting: ~0.2 µs, half the time of an f-string with a format spec.
-    return "%016x" % (_bits(64) or 1)
+    # bytes.hex: ~0.1 µs, against ~0.18 µs for "%016x" and ~0.4 µs for an f-string spec.
+    return (_bits(64) or 1).to_bytes(8).hex()
 
 
 def _new_trace_id() -> str:
-    return "%032x" % (_bits(128) or 1)
+    return (_bits(128) or 1).to_bytes(16).hex()
 
 
-class TraceContext:
+class TraceContext(msgspec.Struct, frozen=True, gc=False):
     """One position in a trace: the trace id, the current span id, flags and tracestate.
+
+    Immutable, compared and hashed by all four fields; a msgspec Struct because one is
+    created per delivery.
 
     Attributes:
         trace_id: 32 lower-case hex digits, the same on every hop of the trace.
@@ -81,15 +87,10 @@ class TraceContext:
         tracestate: The ``tracestate`` header to pass on, or ``None``.
     """
 
-    __slots__ = ("flags", "span_id", "trace_id", "tracestate")
-
-    def __init__(
-        self, trace_id: str, span_id: str, flags: str = "01", tracestate: str | None = None
-    ) -> None:
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.flags = flags
-        self.tracestate = tracestate
+    trace_id: str
+    span_id: str
+    flags: str = "01"
+    tracestate: str | None = None
 
     @classmethod
     def new(cls) -> TraceContext:
@@ -115,19 +116,6 @@ class TraceContext:
         if self.tracestate:
             return {TRACEPARENT: self.traceparent, TRACESTATE: self.tracestate}
         return {TRACEPARENT: self.traceparent}
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TraceContext):
-            return NotImplemented
-        return (self.trace_id, self.span_id, self.flags, self.tracestate) == (
-            other.trace_id,
-            other.span_id,
-            other.flags,
-            other.tracestate,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.trace_id, self.span_id))
 
     def __repr__(self) -> str:
         return f"TraceContext({self.traceparent!r})"
@@ -187,12 +175,31 @@ def extract(headers: Mapping[str, Any] | None) -> TraceContext | None:
     return parse_traceparent(value, headers.get(TRACESTATE))
 
 
-_current: ContextVar[TraceContext | None] = ContextVar("actorbus_trace_context", default=None)
+def consumer_context(headers: Mapping[str, Any] | None) -> TraceContext:
+    """Return the context to handle a message (or request) in: its own, or a new trace.
+
+    The common case (a valid version-00 ``traceparent`` string, no ``tracestate``) costs one
+    regular-expression match; anything else goes through :func:`parse_traceparent`.
+    """
+    if headers:
+        value = headers.get(TRACEPARENT)
+        if value is not None:
+            if type(value) is str and TRACESTATE not in headers:
+                match = _VALID_00.fullmatch(value)
+                if match is not None:
+                    return TraceContext(*match.groups())
+            context = parse_traceparent(value, headers.get(TRACESTATE))
+            if context is not None:
+                return context
+    return TraceContext.new()
+
+
+CURRENT_TRACE: ContextVar[TraceContext | None] = ContextVar("actorbus_trace_context", default=None)
 
 
 def current_trace() -> TraceContext | None:
     """Return the trace context of the delivery or HTTP request being handled, if any."""
-    return _current.get()
+    return CURRENT_TRACE.get()
 
 
 def trace_headers() -> dict[str, str]:
@@ -201,7 +208,7 @@ def trace_headers() -> dict[str, str]:
     An outbox keeps these with each row and publishes the row inside
     :func:`continue_trace`, so that the message continues the trace it was written in.
     """
-    context = _current.get()
+    context = CURRENT_TRACE.get()
     return context.headers() if context is not None else {}
 
 
@@ -213,11 +220,11 @@ def continue_trace(headers: Mapping[str, Any] | None) -> Iterator[TraceContext |
     with no valid context, each message starts a trace of its own.
     """
     context = extract(headers)
-    token = _current.set(context)
+    token = CURRENT_TRACE.set(context)
     try:
         yield context
     finally:
-        _current.reset(token)
+        CURRENT_TRACE.reset(token)
 
 
 # structlog's own contextvars (so that ``merge_contextvars``, ``get_contextvars`` and
@@ -243,7 +250,7 @@ class Span:
 
     def __init__(self, context: TraceContext) -> None:
         self.context = context
-        self._token: Token[TraceContext | None] = _current.set(context)
+        self._token: Token[TraceContext | None] = CURRENT_TRACE.set(context)
         self._log_trace = LOG_TRACE_ID.set(context.trace_id)
 
     def set_status_code(self, status: int) -> None:
@@ -255,7 +262,7 @@ class Span:
     def end(self, exc: BaseException | None = None) -> None:
         """End the span; the previous context becomes current again."""
         LOG_TRACE_ID.reset(self._log_trace)
-        _current.reset(self._token)
+        CURRENT_TRACE.reset(self._token)
 
 
 class Tracer:
@@ -273,13 +280,11 @@ class Tracer:
 
     def start_consumer(self, envelope: Envelope, service: str, queue: str) -> Span:
         """Start handling a delivery: continue its message's trace (or start one)."""
-        parent = extract(envelope.headers)
-        return Span(parent if parent is not None else TraceContext.new())
+        return Span(consumer_context(envelope.headers))
 
     def start_server(self, headers: Mapping[str, str], method: str, path: str) -> Span:
         """Start handling an HTTP request: continue its ``traceparent`` (or start a trace)."""
-        parent = extract(headers)
-        return Span(parent if parent is not None else TraceContext.new())
+        return Span(consumer_context(headers))
 
     def name_current_span(self, name: str) -> None:
         """Rename the current span (an HTTP server span, once its route is known)."""
@@ -289,11 +294,12 @@ class Tracer:
 
     def inject(self, headers: dict[str, Any], envelope_type: str, destination: str) -> None:
         """Add the trace context of a new producer span to an outbound message's headers."""
-        parent = _current.get()
+        parent = CURRENT_TRACE.get()
+        span_id = (_bits(64) or 1).to_bytes(8).hex()  # _new_span_id(), inlined: hot path
         if parent is None:
-            headers[TRACEPARENT] = f"00-{_new_trace_id()}-{_new_span_id()}-01"
+            headers[TRACEPARENT] = f"00-{(_bits(128) or 1).to_bytes(16).hex()}-{span_id}-01"
             return
-        headers[TRACEPARENT] = f"00-{parent.trace_id}-{_new_span_id()}-{parent.flags}"
+        headers[TRACEPARENT] = f"00-{parent.trace_id}-{span_id}-{parent.flags}"
         if parent.tracestate:
             headers[TRACESTATE] = parent.tracestate
 
@@ -434,7 +440,7 @@ class OtelTracer(Tracer):
         return _OtelSpan(span, _otel.context.attach)
 
     def inject(self, headers: dict[str, Any], envelope_type: str, destination: str) -> None:
-        parent = _current.get()
+        parent = CURRENT_TRACE.get()
         span = self._tracer.start_span(
             f"publish {envelope_type}",
             context=self._parent(parent),

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+import msgspec
+
 if TYPE_CHECKING:
     from typing import Self
 
@@ -164,8 +166,10 @@ class Topology:
         )
 
 
-class OutboundMessage:
+class OutboundMessage(msgspec.Struct, gc=False):
     """A message to publish: where to, its envelope and its encoded body.
+
+    A msgspec Struct, built in C: one is created per published message.
 
     Attributes:
         exchange: The exchange to publish to; :data:`DEFAULT_EXCHANGE` routes by queue name.
@@ -175,15 +179,10 @@ class OutboundMessage:
             receives the message.
     """
 
-    __slots__ = ("body", "envelope", "exchange", "mandatory")
-
-    def __init__(
-        self, exchange: str, envelope: Envelope, body: bytes, *, mandatory: bool = True
-    ) -> None:
-        self.exchange = exchange
-        self.envelope = envelope
-        self.body = body
-        self.mandatory = mandatory
+    exchange: str
+    envelope: Envelope
+    body: bytes
+    mandatory: bool = True
 
     def __repr__(self) -> str:
         return f"OutboundMessage(exchange={self.exchange!r}, envelope={self.envelope!r})"

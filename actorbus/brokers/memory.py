@@ -114,16 +114,20 @@ class _MemoryDelivery:
     slotted (about 100 bytes instead of about 300 with a ``__dict__``).
     """
 
-    __slots__ = ("_owner", "_q", "_settled", "body", "envelope", "exchange", "queue")
+    __slots__ = ("_owner", "_q", "_settled", "body", "envelope", "exchange")
 
     def __init__(self, envelope: Envelope, body: bytes, exchange: str, q: _Queue) -> None:
         self.envelope = envelope
         self.body = body
         self.exchange = exchange
-        self.queue = q.name
         self._q = q
         self._owner: _Owner | None = None
         self._settled = False
+
+    @property
+    def queue(self) -> str:
+        """The queue it was consumed from."""
+        return self._q.name
 
     def __repr__(self) -> str:
         state = "settled" if self._settled else "unsettled"
