@@ -162,6 +162,8 @@ class HandlerContext:
 
     __slots__ = ("_log", "_site", "buffer", "envelope")
 
+    _log: Any  # set on first use of `log`
+
     def __init__(self, envelope: Envelope, site: HandlerSite) -> None:
         self.envelope = envelope
         self._site = site
@@ -228,7 +230,7 @@ class HandlerContext:
             if trace is not None:
                 log = log.bind(trace_id=trace.trace_id, span_id=trace.span_id)
             self._log = log
-        return self._log
+            return log
 
     def publish(self, event: Message, *, correlation_id: str | None = None) -> None:
         """Publish ``event`` once the handler has succeeded.
