@@ -2,16 +2,23 @@
 
 actorbus side: a real :class:`~actorbus.App` with one :class:`~actorbus.Service` on
 ``memory://``. A producer task awaits ``app.publish(event)`` for each event (encode,
-envelope, route, confirm); the service's consumer actor decodes it, checks the inbox, runs
-the handler, records the inbox and acks. Baseline: the producer ``await send.send(event)``
-on an anyio memory object stream (buffer = the service's prefetch) and a consumer task
-receives it. Both record the same timestamps (publish start, handler entry) for latency.
+envelope, trace context, route, confirm); the service's consumer actor decodes it, checks
+the inbox, runs the handler, records the inbox, counts metrics and acks. Baseline: the
+producer ``await send.send(event)`` on an anyio memory object stream (buffer = the service's
+prefetch) and a consumer task receives it. Both record the same timestamps (publish start,
+handler entry) for latency.
+
+Two actorbus rows, measured in the same interleaved rounds against the same baseline: the
+App's defaults (metrics, W3C tracing, the in-memory inbox: what the target is judged on),
+and a lean App (``metrics=False, tracing=False``, ``dedupe=False``) that shows what the
+observability and deduplication cost per message.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -39,76 +46,104 @@ class _Round:
 
 
 async def run(settings: Settings, loop: str) -> list[CaseResult]:
-    """Measure the memory-broker pipeline against a bare memory-object-stream hop."""
+    """Measure the memory-broker pipeline (defaults and lean) against a bare stream hop."""
     prefetch = settings.prefetch
     current = _Round(0)
 
-    service = Service("bench", exchange="bench.events", prefetch=prefetch)
+    def service(name: str, *, dedupe: bool) -> Service:
+        svc = Service(name, exchange=f"{name}.events", prefetch=prefetch, dedupe=dedupe)
 
-    @service.on(OrderCreated)
-    async def handle(event: OrderCreated, ctx: HandlerContext) -> None:
-        state = current
-        state.arrived[event.qty] = _now()
-        state.count += 1
-        if state.count == state.expected:
-            state.done.set()
+        @svc.on(OrderCreated)
+        async def handle(event: OrderCreated, ctx: HandlerContext) -> None:
+            state = current
+            state.arrived[event.qty] = _now()
+            state.count += 1
+            if state.count == state.expected:
+                state.done.set()
 
-    with tempfile.TemporaryDirectory(prefix="actorbus-bench-") as data_dir:
-        async with App([service], broker="memory://", data_dir=data_dir) as app:
-            publish = app.publish
+        return svc
 
-            async def actorbus_round(n: int) -> Sample:
-                nonlocal current
-                events = make_events(n)
-                sent = [0.0] * n
-                current = state = _Round(n)
-                start = _now()
+    def actorbus_round(app: App) -> Callable[[int], Awaitable[Sample]]:
+        publish = app.publish
+
+        async def run_round(n: int) -> Sample:
+            nonlocal current
+            current = state = _Round(n)
+            events = make_events(n)
+            sent = [0.0] * n
+            start = _now()
+            for i, event in enumerate(events):
+                sent[i] = _now()
+                await publish(event)
+            await state.done.wait()
+            elapsed = _now() - start
+            latencies = [a - s for a, s in zip(state.arrived, sent, strict=True)]
+            return Sample(n, elapsed, latencies)
+
+        return run_round
+
+    async def bare_round(n: int) -> Sample:
+        events = make_events(n)
+        sent = [0.0] * n
+        state = _Round(n)
+        send, receive = anyio.create_memory_object_stream[OrderCreated](prefetch)
+
+        async def consumer() -> None:
+            async with receive:
+                async for event in receive:
+                    state.arrived[event.qty] = _now()
+                    state.count += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer)
+            start = _now()
+            async with send:
                 for i, event in enumerate(events):
                     sent[i] = _now()
-                    await publish(event)
-                await state.done.wait()
-                elapsed = _now() - start
-                return Sample(n, elapsed, [a - s for a, s in zip(state.arrived, sent, strict=True)])
+                    await send.send(event)
+        elapsed = _now() - start
+        return Sample(n, elapsed, [a - s for a, s in zip(state.arrived, sent, strict=True)])
 
-            async def bare_round(n: int) -> Sample:
-                events = make_events(n)
-                sent = [0.0] * n
-                state = _Round(n)
-                send, receive = anyio.create_memory_object_stream[OrderCreated](prefetch)
-
-                async def consumer() -> None:
-                    async with receive:
-                        async for event in receive:
-                            state.arrived[event.qty] = _now()
-                            state.count += 1
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(consumer)
-                    start = _now()
-                    async with send:
-                        for i, event in enumerate(events):
-                            sent[i] = _now()
-                            await send.send(event)
-                elapsed = _now() - start
-                return Sample(n, elapsed, [a - s for a, s in zip(state.arrived, sent, strict=True)])
-
+    with tempfile.TemporaryDirectory(prefix="actorbus-bench-") as data_dir:
+        default_app = App([service("bench", dedupe=True)], broker="memory://", data_dir=data_dir)
+        lean_app = App(
+            [service("lean", dedupe=False)],
+            broker="memory://",
+            data_dir=data_dir,
+            metrics=False,
+            tracing=False,
+        )
+        async with default_app, lean_app:
             count = settings.count(40_000)
             series = await interleaved(
-                {"actorbus": actorbus_round, "anyio stream hop": bare_round},
+                {
+                    "actorbus": actorbus_round(default_app),
+                    "actorbus lean": actorbus_round(lean_app),
+                    "anyio stream hop": bare_round,
+                },
                 rounds=settings.rounds,
                 count=count,
                 warmup=count // 10,
                 progress=settings.progress,
                 label=f"memory.pipeline [{loop}]",
             )
+    hop = series["anyio stream hop"]
     return [
         CaseResult(
             "memory.pipeline",
             loop,
             series["actorbus"],
-            series["anyio stream hop"],
+            hop,
             target=_TARGET,
-            note=f"publish→decode→handler→ack on memory://, prefetch {prefetch}; "
-            "latency = publish call → handler",
-        )
+            note=f"publish→decode→handler→ack on memory://, prefetch {prefetch}, App defaults "
+            "(metrics, W3C tracing, in-memory inbox); latency = publish call → handler",
+        ),
+        CaseResult(
+            "memory.pipeline.lean",
+            loop,
+            series["actorbus lean"],
+            hop,
+            note="the same with metrics=False, tracing=False, dedupe=False: the core alone "
+            "(no target; the difference to the row above is what those features cost)",
+        ),
     ]

@@ -38,31 +38,43 @@ class Inbox(Protocol):
         ...
 
 
+class _Seen:
+    """One consumer's remembered ids, oldest first: a dict and a FIFO of its keys.
+
+    Keyed by the message id alone (no tuple per lookup), and cheaper per delivery than an
+    ``OrderedDict``.
+    """
+
+    __slots__ = ("ids", "order")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, Sequence[OutboundMessage]] = {}
+        self.order: deque[str] = deque()
+
+
 class MemoryInbox:
-    """An in-process inbox bounded to the ``capacity`` most recent ids per process.
+    """An in-process inbox bounded to the ``capacity`` most recent ids of each consumer.
 
     It deduplicates redeliveries within one process's lifetime (the common case: a retry
     or a requeue after a lost ack). Services whose effects must survive a restart keep
     their inbox in their own database, in the same transaction as the effect.
 
     Args:
-        capacity: How many ids to remember; the oldest are forgotten first.
+        capacity: How many ids to remember per consumer; the oldest are forgotten first.
     """
 
-    __slots__ = ("_capacity", "_order", "_seen")
+    __slots__ = ("_capacity", "_consumers")
 
     def __init__(self, capacity: int = 100_000) -> None:
         self._capacity = capacity
-        # A dict and a FIFO of its keys: cheaper per delivery than an OrderedDict.
-        self._seen: dict[tuple[str, str], Sequence[OutboundMessage]] = {}
-        self._order: deque[tuple[str, str]] = deque()
+        self._consumers: dict[str, _Seen] = {}
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return sum(len(seen.ids) for seen in self._consumers.values())
 
     async def lookup(self, consumer: str, message_id: str) -> Sequence[OutboundMessage] | None:
         """Return what handling ``message_id`` published, or ``None`` if it was never handled."""
-        return self._seen.get((consumer, message_id))
+        return self.lookup_nowait(consumer, message_id)
 
     async def record(
         self, consumer: str, message_id: str, published: Sequence[OutboundMessage]
@@ -72,17 +84,20 @@ class MemoryInbox:
 
     def lookup_nowait(self, consumer: str, message_id: str) -> Sequence[OutboundMessage] | None:
         """:meth:`lookup` without an ``await``: the pipeline's fast path for this inbox."""
-        return self._seen.get((consumer, message_id))
+        seen = self._consumers.get(consumer)
+        return None if seen is None else seen.ids.get(message_id)
 
     def record_nowait(
         self, consumer: str, message_id: str, published: Sequence[OutboundMessage]
     ) -> None:
         """:meth:`record` without an ``await``: the pipeline's fast path for this inbox."""
-        key = (consumer, message_id)
-        seen = self._seen
-        if key not in seen:
-            order = self._order
-            order.append(key)
+        seen = self._consumers.get(consumer)
+        if seen is None:
+            seen = self._consumers[consumer] = _Seen()
+        ids = seen.ids
+        if message_id not in ids:
+            order = seen.order
+            order.append(message_id)
             if len(order) > self._capacity:
-                del seen[order.popleft()]
-        seen[key] = tuple(published) if published else ()
+                del ids[order.popleft()]
+        ids[message_id] = tuple(published) if published else ()

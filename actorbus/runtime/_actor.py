@@ -162,12 +162,22 @@ class ActorRef:
     A reference stays valid across restarts of the actor, because the mailbox survives them.
     """
 
-    __slots__ = ("_cell", "_mailbox", "name")
+    __slots__ = ("_cell", "_mailbox", "name", "tell_nowait")
+
+    tell_nowait: Callable[[Any], None]
+    """Send a message if the mailbox has room, without waiting (the mailbox's ``put_nowait``
+    itself: one call, no wrapper).
+
+    Raises:
+        MailboxFullError: If the mailbox is full (an ``anyio.WouldBlock``).
+        ActorStoppedError: If the actor was stopped.
+    """
 
     def __init__(self, cell: _Cell) -> None:
         self.name = cell.name
         self._cell = cell
         self._mailbox = cell.mailbox
+        self.tell_nowait = cell.mailbox.put_nowait
 
     def __repr__(self) -> str:
         state = "alive" if self.is_alive else "stopped"
@@ -183,15 +193,6 @@ class ActorRef:
             ActorStoppedError: If the actor was stopped (also while waiting for room).
         """
         await self._mailbox.put(message)
-
-    def tell_nowait(self, message: Any) -> None:
-        """Send ``message`` if the mailbox has room, without waiting.
-
-        Raises:
-            MailboxFullError: If the mailbox is full (an ``anyio.WouldBlock``).
-            ActorStoppedError: If the actor was stopped.
-        """
-        self._mailbox.put_nowait(message)
 
     async def ask(self, message: Any, *, timeout: float | None = 5.0) -> Any:
         """Send ``message`` and wait for the value that :meth:`Actor.receive` returns.
