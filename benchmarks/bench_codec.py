@@ -1,8 +1,9 @@
 """Codec: actorbus encode and typed decode per message, against bare msgspec.json.
 
-actorbus side: ``MessageRegistry.encode`` (the shared ``msgspec.json.Encoder``) and the
-decoder the pipeline uses, ``registry.decoder("order.created").decode(body, version)`` (size
-check, typed decode, version check). Baseline: one ``msgspec.json.Encoder`` /
+actorbus side: the codec's ``encode`` (the shared ``msgspec.json.Encoder``) and the decode
+function the pipeline calls per delivery, ``registry.decoder("order.created").decode(body,
+version)`` (size check, header version check, typed decode; msgspec itself checks the
+payload's ``schemaVersion``, a ``Literal``). Baseline: one ``msgspec.json.Encoder`` /
 ``msgspec.json.Decoder(PlainOrderCreated)`` on a plain Struct with the same fields. The
 ratio is a *cost* ratio: actorbus time per message over bare msgspec's (lower is better).
 """

@@ -18,7 +18,10 @@ Breaking (an existing version changed in place):
 * a new required field, or a field that became required or optional.
 
 Compatible: a new optional field (a default), a new version (on a new routing key, or a new
-``schemaVersion`` of an existing one), a new message type; documentation changes.
+``schemaVersion`` of an existing one), a new message type; documentation changes; a message's
+own ``schemaVersion`` going from "an integer, by default V" to "V" (snapshots written before
+actorbus typed it ``Literal[version]``: its writers always sent V, and its readers already
+refused any other version).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ _SNAPSHOT_COMMENT = (
     "`python -m actorbus schema TARGET --output FILE`; CI runs `--check FILE`, which fails on "
     "a change that breaks an existing version. Regenerate it; do not edit it by hand."
 )
+
+# The envelope field every message carries (see actorbus.messages.Message).
+_VERSION_FIELD = "schemaVersion"
 
 # Keywords that document a schema without constraining the data.
 _ANNOTATIONS = frozenset(
@@ -367,6 +373,11 @@ class _Differ:
             if (name in old_required) != (name in new_required):
                 became = "required" if name in new_required else "optional"
                 self.add(True, field, f"field {field!r} became {became}")
+            if not path and name == _VERSION_FIELD:
+                version = _states_its_version(old_field, new_props[name])
+                if version is not None:
+                    self.add(False, field, f"field {field!r} now states its only value, {version}")
+                    continue
             self.diff(old_field, new_props[name], field)
 
     def _same(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -374,6 +385,24 @@ class _Differ:
         probe.old_defs, probe.new_defs = self.old_defs, self.new_defs
         probe.diff(old, new)
         return not any(change.breaking for change in probe.changes)
+
+
+def _states_its_version(old: Mapping[str, Any], new: Mapping[str, Any]) -> int | None:
+    """Return V if a message's ``schemaVersion`` went from "integer, default V" to "V".
+
+    actorbus once typed ``schemaVersion`` as any ``int`` defaulting to the type's version; it
+    now types it ``Literal[version]``. Every writer of the version sent V and every reader
+    refused another value, so the narrower schema states what was always true.
+    """
+    version = old.get("default")
+    if (
+        type(version) is int
+        and _shape(old) == {"type": "integer"}
+        and _shape(new) == {"enum": [version]}
+        and new.get("default") == version
+    ):
+        return version
+    return None
 
 
 def _definitions(root: Mapping[str, Any]) -> dict[str, Any]:

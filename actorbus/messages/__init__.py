@@ -32,6 +32,7 @@ from ._codec import JsonCodec as JsonCodec
 from ._codec import schema_of as schema_of
 from ._envelope import Envelope as Envelope
 from ._registry import SCHEMA_VERSION_HEADER as SCHEMA_VERSION_HEADER
+from ._registry import DecodeFunction as DecodeFunction
 from ._registry import MessageDecoder as MessageDecoder
 from ._registry import MessageRegistry as MessageRegistry
 from ._upcast import Upcaster as Upcaster
@@ -40,6 +41,7 @@ __all__ = (
     "Codec",
     "Command",
     "DEFAULT_MAX_SIZE",
+    "DecodeFunction",
     "Envelope",
     "Event",
     "JsonCodec",

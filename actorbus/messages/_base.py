@@ -9,10 +9,12 @@ keywords::
         qty: int
 
 Every message carries the envelope fields ``eventId`` (UUID), ``occurredAt`` (RFC 3339, UTC)
-and ``schemaVersion`` (int), filled automatically. Field names are snake_case in Python and
-camelCase on the wire. Messages are frozen msgspec Structs: freezing costs nothing when
-encoding or decoding (it only guards ``__setattr__``), and a message that cannot change after
-it was published is one less thing to reason about.
+and ``schemaVersion`` (int), filled automatically. A concrete type's ``schemaVersion`` is its
+class's version, typed ``Literal[version]``: a payload that omits it is taken as that version,
+and one that states another is not of that type (msgspec rejects it at ``$.schemaVersion``).
+Field names are snake_case in Python and camelCase on the wire. Messages are frozen msgspec
+Structs: freezing costs nothing when encoding or decoding (it only guards ``__setattr__``),
+and a message that cannot change after it was published is one less thing to reason about.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import functools
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, dataclass_transform
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, dataclass_transform
 
 import msgspec
 
@@ -125,11 +127,13 @@ class MessageMeta(msgspec.StructMeta):
         else:
             routing_key = _check_routing_key(name, routing_key)
             version = _check_version(name, 1 if version is None else version)
-            # Redefining the inherited field with a new default keeps its position (msgspec
-            # orders fields base-first) and makes `schemaVersion` default to this version,
-            # both when constructing and when a payload omits it.
+            # Redefining the inherited field keeps its position (msgspec orders fields
+            # base-first). Its default makes `schemaVersion` this version both when
+            # constructing and when a payload omits it; its Literal type makes msgspec itself
+            # reject a payload that states another version (at `$.schemaVersion`), so the
+            # decoder's hot path needs no check of its own. Type checkers still see `int`.
             annotations = namespace.setdefault("__annotations__", {})
-            annotations["schema_version"] = "int"
+            annotations["schema_version"] = Literal[version]
             namespace["schema_version"] = version
         kwargs.setdefault("kw_only", True)
         cls = super().__new__(mcls, name, bases, namespace, **kwargs)
@@ -151,8 +155,10 @@ class Message(msgspec.Struct, metaclass=MessageMeta, rename="camel", frozen=True
             carry it under the same name, so every message has one id shape.
         occurred_at: When it happened (wire ``occurredAt``, RFC 3339); timezone-aware, UTC by
             default. A payload with a naive timestamp is rejected.
-        schema_version: Version of the payload's schema (wire ``schemaVersion``); defaults to
-            the class's ``version``.
+        schema_version: Version of the payload's schema (wire ``schemaVersion``): the class's
+            ``version``, its default. Decoding a payload that omits it gives that version; one
+            that states another version does not decode as this type (a
+            :class:`~actorbus.exceptions.DecodeError` at ``$.schemaVersion``).
         __routing_key__: The wire name (routing key, AMQP ``type``); ``""`` when abstract.
         __version__: The schema version declared by the class; ``0`` when abstract.
     """

@@ -57,7 +57,10 @@ class Codec(Protocol):
         ...
 
     def decode(self, body: bytes, type_: type[S]) -> S:
-        """Decode ``body`` as ``type_``.
+        """Decode ``body`` as ``type_``, validating every field against its type.
+
+        That includes the ``Literal[version]`` type of a message's ``schemaVersion``:
+        :class:`~actorbus.messages.MessageDecoder` relies on it to tell versions apart.
 
         Raises:
             MessageTooLargeError: ``body`` exceeds :attr:`max_size`.
@@ -68,9 +71,10 @@ class Codec(Protocol):
     def unchecked_decoder(self, type_: type[S]) -> Callable[[bytes], S]:
         """Return the prebuilt function that decodes bodies as ``type_``, for the hot path.
 
-        It skips the size check and may raise the underlying library's errors: callers check
-        :attr:`max_size` first and, when it raises, call :meth:`decode` for the checked
-        error (:class:`~actorbus.messages.MessageDecoder` does both).
+        It validates like :meth:`decode` (a message's ``Literal`` ``schemaVersion``
+        included) but skips the size check and may raise the underlying library's errors:
+        callers check :attr:`max_size` first and, when it raises, call :meth:`decode` for the
+        checked error (:class:`~actorbus.messages.MessageDecoder` does both).
         """
         ...
 
@@ -134,8 +138,9 @@ class JsonCodec:
         Raises:
             MessageTooLargeError: ``body`` exceeds ``max_size``; checked before parsing.
             DecodeError: ``body`` is not JSON, not an object, lacks a required field or holds
-                a value of the wrong type. The message names the type, the JSON path and
-                shows the start of the payload.
+                a value of the wrong type (a ``schemaVersion`` other than the type's version
+                included). The message names the type, the JSON path and shows the start of
+                the payload.
         """
         if len(body) > self.max_size:
             raise MessageTooLargeError(len(body), self.max_size, f"decoding {describe(type_)}")

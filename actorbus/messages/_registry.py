@@ -26,7 +26,7 @@ Typical start-up, then the hot path::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, Generic, Protocol, TypeVar, overload
 
 import msgspec
 
@@ -41,7 +41,7 @@ from ._codec import Codec, JsonCodec
 from ._envelope import Envelope
 from ._upcast import Upcaster, Upcasters
 
-__all__ = ("MessageDecoder", "MessageRegistry", "SCHEMA_VERSION_HEADER")
+__all__ = ("DecodeFunction", "MessageDecoder", "MessageRegistry", "SCHEMA_VERSION_HEADER")
 
 #: The header that carries the schema version beside the body (AMQP ``x-schema-version``).
 SCHEMA_VERSION_HEADER: Final = "x-schema-version"
@@ -63,12 +63,50 @@ class _VersionPeek(msgspec.Struct, rename="camel"):
     schema_version: int | None = None
 
 
+M_co = TypeVar("M_co", bound=Message, covariant=True)
+
+
+class DecodeFunction(Protocol[M_co]):
+    """The type of :attr:`MessageDecoder.decode`: ``decode(body, version=None) -> message``."""
+
+    def __call__(self, body: bytes, version: int | None = None) -> M_co:
+        """Decode ``body`` and upcast it to the decoder's :attr:`~MessageDecoder.target`.
+
+        The version is the ``x-schema-version`` header when the caller has it; otherwise
+        it is read from the payload's ``schemaVersion``: the body is decoded as the newest
+        supported version and, if its ``schemaVersion`` says otherwise, decoded again as that
+        version. A payload without ``schemaVersion`` is the version it was decoded as, or
+        version 1 if it does not fit the newest one. A payload is only ever returned as the
+        version it states: each message type's ``schemaVersion`` is ``Literal[version]``,
+        which the codec enforces.
+
+        Args:
+            body: The message body.
+            version: The schema version from the transport's headers, if any (AMQP header
+                tables may carry it as a string of digits). A header that disagrees with
+                the payload's ``schemaVersion`` is a decode error, reported as such whatever
+                else is wrong with the payload.
+
+        Returns:
+            The message, as an instance of the decoder's target.
+
+        Raises:
+            MessageTooLargeError: ``body`` exceeds the codec's size limit (checked before
+                parsing).
+            DecodeError: ``body`` is malformed, does not fit its version's type, contradicts
+                the header (at ``$.schemaVersion``), or an upcaster failed.
+            UnsupportedVersionError: The version is not registered under the decoder's
+                name, or has no upcaster chain to its target.
+        """
+        ...
+
+
 class MessageDecoder(Generic[M]):
     """Decodes the payloads that arrive under one wire name into one target type.
 
     Built by :meth:`MessageRegistry.decoder` at start-up; holds everything decided once (the
     type per version, the composed upcasters, the codec's unchecked typed decoder), so that
-    :meth:`decode` costs one size check, one typed decode and one int comparison in the
+    :attr:`decode` costs one size check, one version comparison and one typed decode in the
     common case. Everything unusual (an older version, an error) takes a slower, fully
     checked path.
 
@@ -76,21 +114,28 @@ class MessageDecoder(Generic[M]):
         name: The wire name it decodes.
         target: The type every decoded message is returned as.
         versions: The supported schema versions, ascending.
+        decode: ``decode(body, version=None) -> message``: decode ``body`` and upcast it to
+            :attr:`target` (see :meth:`DecodeFunction.__call__` for the version rules and
+            errors). A function built once per decoder, stored on the instance rather than a
+            method, so that a message costs one Python call around msgspec's typed decode:
+            no attribute lookups, and no check after decoding, since the message types'
+            ``Literal`` ``schemaVersion`` makes msgspec reject a payload of another version.
     """
 
     __slots__ = (
         "_decode",
         "_entries",
-        "_fast",
         "_fast_type",
         "_fast_upcast",
         "_fast_version",
         "_hint",
-        "_max_size",
+        "decode",
         "name",
         "target",
         "versions",
     )
+
+    decode: DecodeFunction[M]
 
     def __init__(
         self,
@@ -120,12 +165,11 @@ class MessageDecoder(Generic[M]):
         self.versions = tuple(sorted(entries))
         self._entries = dict(entries)
         self._decode: Callable[[bytes, type[Any]], Any] = codec.decode
-        self._max_size = codec.max_size
         self._hint = hint
         # The newest supported version is tried first: it is what producers publish now.
         self._fast_version = self.versions[-1]
         self._fast_type, self._fast_upcast = self._entries[self._fast_version]
-        self._fast: Callable[[bytes], Any] = codec.unchecked_decoder(self._fast_type)
+        self.decode = self._build_decode(codec.unchecked_decoder(self._fast_type), codec.max_size)
 
     def __repr__(self) -> str:
         return (
@@ -133,43 +177,44 @@ class MessageDecoder(Generic[M]):
             f"versions={self.versions})"
         )
 
-    def decode(self, body: bytes, version: int | None = None) -> M:
-        """Decode ``body`` and upcast it to :attr:`target`.
-
-        The version is the ``x-schema-version`` header when the caller has it; otherwise
-        it is read from the payload's ``schemaVersion``: the body is decoded as the newest
-        supported version and, if its ``schemaVersion`` says otherwise, decoded again as that
-        version. A payload without ``schemaVersion`` is the version it was decoded as, or
-        version 1 if it does not fit the newest one.
-
-        Args:
-            body: The message body.
-            version: The schema version from the transport's headers, if any. A header that
-                disagrees with the payload's ``schemaVersion`` is a decode error.
-
-        Returns:
-            The message, as an instance of :attr:`target`.
-
-        Raises:
-            MessageTooLargeError: ``body`` exceeds the codec's size limit.
-            DecodeError: ``body`` is malformed, does not fit its version's type, contradicts
-                the header, or an upcaster failed.
-            UnsupportedVersionError: The version is not registered under :attr:`name`, or
-                has no upcaster chain to :attr:`target`.
-        """
+    def _build_decode(self, fast: Callable[[bytes], Any], max_size: int) -> DecodeFunction[M]:
+        # The hot path, as a closure over what was decided at start-up: no attribute lookups
+        # per message. `fast` is msgspec's typed decoder of the newest version; the type's
+        # Literal schemaVersion makes it raise on a payload of another version, so what it
+        # returns is that version. Anything else (a header naming another version, a body
+        # that is too large or does not decode) goes to the checked path, which raises the
+        # codec's errors or finds an older version; it runs after the `except` block, so its
+        # errors do not chain msgspec's. Errors are rare: decoding twice then is fine.
         fast_version = self._fast_version
-        if (version is None or version == fast_version) and len(body) <= self._max_size:
-            try:
-                message: M = self._fast(body)
-            except Exception:
-                # Redo it on the checked path, which raises the codec's DecodeError (or
-                # finds an older version); errors are rare, so decoding twice is fine.
-                return self._decode_checked(body, version)
-            if message.schema_version == fast_version:
-                upcast = self._fast_upcast
-                return message if upcast is None else upcast(message)
-            return self._decode_as(body, message.schema_version if version is None else version)
-        return self._decode_checked(body, version)
+        upcast = self._fast_upcast
+        checked = self._decode_checked
+
+        if upcast is None:
+
+            def decode(body: bytes, version: int | None = None) -> M:
+                if (version == fast_version or version is None) and len(body) <= max_size:
+                    try:
+                        return fast(body)  # type: ignore[no-any-return]
+                    except Exception:  # redone below, where it raises the checked error
+                        pass
+                return checked(body, version)
+
+        else:
+            upcast_fast = upcast  # not Optional: what the closure sees
+
+            def decode(body: bytes, version: int | None = None) -> M:
+                if (version == fast_version or version is None) and len(body) <= max_size:
+                    try:
+                        message = fast(body)
+                    except Exception:  # redone below, where it raises the checked error
+                        pass
+                    else:
+                        return upcast_fast(message)  # type: ignore[no-any-return]
+                return checked(body, version)
+
+        decode.__doc__ = DecodeFunction.__call__.__doc__
+        decode.__qualname__ = f"{type(self).__qualname__}.decode"
+        return decode
 
     def _decode_checked(self, body: bytes, version: object) -> M:
         if version is not None:
@@ -178,10 +223,8 @@ class MessageDecoder(Generic[M]):
             message: M = self._decode(body, self._fast_type)
         except DecodeError as exc:
             return self._retry_other_version(body, exc)
-        if message.schema_version == self._fast_version:
-            upcast = self._fast_upcast
-            return message if upcast is None else upcast(message)
-        return self._decode_as(body, message.schema_version)
+        upcast = self._fast_upcast
+        return message if upcast is None else upcast(message)
 
     def _decode_as(self, body: bytes, version: object) -> M:
         entry = self._entries.get(version) if isinstance(version, int) else None
@@ -191,25 +234,37 @@ class MessageDecoder(Generic[M]):
                 return self._decode_as(body, int(version))
             raise UnsupportedVersionError(self.name, version, self.versions, hint=self._hint)
         type_, upcast = entry
-        message = self._decode(body, type_)
-        if message.schema_version != version:
+        try:
+            message = self._decode(body, type_)
+        except DecodeError:
+            # The type's Literal schemaVersion rejects a payload of another version; say
+            # that the header and the payload disagree, whatever else is wrong with it.
+            peek = self._peek(body)
+            stated = None if peek is None else peek.schema_version
+            if stated is None or stated == version:
+                raise
             raise DecodeError(
                 describe(type_),
                 f"the {SCHEMA_VERSION_HEADER} header says {version!r} but the payload's "
-                f"schemaVersion is {message.schema_version!r}",
+                f"schemaVersion is {stated!r}",
                 payload=body,
                 routing_key=type_.__routing_key__,
                 version=type_.__version__,
                 path="$.schemaVersion",
-            )
+            ) from None
         return message if upcast is None else upcast(message)  # type: ignore[no-any-return]
+
+    def _peek(self, body: bytes) -> _VersionPeek | None:
+        # The payload's schemaVersion alone; None if the body is not even an object whose
+        # schemaVersion (if any) is an int.
+        try:
+            return self._decode(body, _VersionPeek)  # type: ignore[no-any-return]
+        except DecodeError:
+            return None
 
     def _retry_other_version(self, body: bytes, error: DecodeError) -> M:
         # The body does not fit the newest version; it may be an older one.
-        try:
-            peek: _VersionPeek | None = self._decode(body, _VersionPeek)
-        except DecodeError:
-            peek = None  # not even an object with an int schemaVersion: report the first error
+        peek = self._peek(body)
         if peek is None:
             raise error
         version = peek.schema_version

@@ -21,7 +21,7 @@ from .._clock import Clock
 from ..app import App, Inbox, Service
 from ..brokers import Delivery, DeliveryCallback, OutboundMessage, Subscription, Topology
 from ..brokers.memory import MemoryBroker
-from ..messages import Command, Envelope, Message
+from ..messages import SCHEMA_VERSION_HEADER, Command, Envelope, Message
 
 if TYPE_CHECKING:
     from typing import Self
@@ -227,12 +227,15 @@ class ServiceHarness:
             TimeoutError: Fewer were published within the harness's timeout.
         """
         key = message_type.__routing_key__
+        version = message_type.__version__
         with anyio.fail_after(self.timeout):
             while True:
                 found = [
                     m
                     for p in self.recorder.published
+                    # Two versions may share a routing key: only this type's version counts.
                     if p.envelope.type == key
+                    and p.envelope.headers.get(SCHEMA_VERSION_HEADER, version) == version
                     for m in (p.decode(message_type),)
                     if where is None or where(m)
                 ]

@@ -219,6 +219,30 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[tuple[bool, str, str
         [(True, "v", "changed type from string to boolean")],
     ),
     (
+        "schemaVersion now states the version it defaulted to",
+        doc(obj({"orderId": STR}, {"schemaVersion": {"type": "integer", "default": 2}})),
+        doc(obj({"orderId": STR}, {"schemaVersion": {"enum": [2], "default": 2}})),
+        [(False, "schemaVersion", "field 'schemaVersion' now states its only value, 2")],
+    ),
+    (
+        "schemaVersion narrowed to another version",
+        doc(obj({"orderId": STR}, {"schemaVersion": {"type": "integer", "default": 1}})),
+        doc(obj({"orderId": STR}, {"schemaVersion": {"enum": [2], "default": 2}})),
+        [(True, "schemaVersion", "changed type from integer to one of 2")],
+    ),
+    (
+        "schemaVersion widened back",
+        doc(obj({"orderId": STR}, {"schemaVersion": {"enum": [1], "default": 1}})),
+        doc(obj({"orderId": STR}, {"schemaVersion": {"type": "integer", "default": 1}})),
+        [(True, "schemaVersion", "changed type from one of 1 to integer")],
+    ),
+    (
+        "a nested schemaVersion is an ordinary field",
+        doc(obj({"ref": obj({}, {"schemaVersion": {"type": "integer", "default": 1}})})),
+        doc(obj({"ref": obj({}, {"schemaVersion": {"enum": [1], "default": 1}})})),
+        [(True, "ref.schemaVersion", "changed type from integer to one of 1")],
+    ),
+    (
         "recursive type unchanged",
         doc(obj({"child": {"anyOf": [ref("Msg"), {"type": "null"}]}})),
         doc(obj({"child": {"anyOf": [ref("Msg"), {"type": "null"}]}})),
@@ -376,6 +400,19 @@ def test_msgspec_evolution_rules_on_real_types() -> None:
     assert [(c.breaking, c.detail) for c in broken] == [
         (True, "new required field 'customerId'"),
         (True, "field 'orderId' changed type from string to integer"),
+    ]
+
+
+def test_snapshot_of_a_message_before_its_schema_version_was_a_literal() -> None:
+    # How snapshots written by earlier actorbus versions showed schemaVersion.
+    schema = message_schema(PlacedV1)
+    properties = schema["$defs"]["PlacedV1"]["properties"]
+    assert properties["schemaVersion"] == {"enum": [1], "default": 1}
+    before = copy.deepcopy(schema)
+    before["$defs"]["PlacedV1"]["properties"]["schemaVersion"] = {"type": "integer", "default": 1}
+    changes = compare_schemas(before, schema)
+    assert [(c.breaking, c.field, c.detail) for c in changes] == [
+        (False, "schemaVersion", "field 'schemaVersion' now states its only value, 1")
     ]
 
 

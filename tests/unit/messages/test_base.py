@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Literal
 
 import msgspec
 import pytest
@@ -33,6 +34,21 @@ def test_version_defaults_to_one() -> None:
 def test_schema_version_defaults_to_class_version() -> None:
     assert OrderCreated(order_id="o", sku="s", qty=1).schema_version == 1
     assert ParcelShippedV2(parcel_id="p", carrier="c").schema_version == 2
+
+
+def test_schema_version_is_the_class_version_on_the_wire() -> None:
+    # Literal[version]: msgspec itself rejects a payload that states another version, and
+    # takes one that omits it as the class's version.
+    assert ParcelShippedV2.__annotations__["schema_version"] == Literal[2]
+    decode = msgspec.json.Decoder(ParcelShippedV2).decode
+    assert decode(b'{"parcelId":"p","carrier":"c"}').schema_version == 2
+    assert decode(b'{"parcelId":"p","carrier":"c","schemaVersion":2}').schema_version == 2
+    with pytest.raises(
+        msgspec.ValidationError, match=r"Invalid enum value 1 - at `\$.schemaVersion`"
+    ):
+        decode(b'{"parcelId":"p","carrier":"c","schemaVersion":1}')
+    # The base types keep a plain int: they are never decoded.
+    assert Message.__annotations__["schema_version"] in (int, "int")
 
 
 def test_envelope_fields_are_filled() -> None:
@@ -88,6 +104,10 @@ def test_subclass_of_concrete_type_can_declare_its_own_key() -> None:
     message = OrderCreatedAudited(order_id="o", sku="s", qty=1, auditor="a")
     assert message.schema_version == 3
     assert OrderCreated(order_id="o", sku="s", qty=1).schema_version == 1
+    body = msgspec.json.encode(message)
+    assert msgspec.json.decode(body, type=OrderCreatedAudited) == message
+    with pytest.raises(msgspec.ValidationError, match=r"at `\$.schemaVersion`"):
+        msgspec.json.decode(body, type=OrderCreated)
 
 
 def test_struct_options_that_keep_the_wire_format_pass_through() -> None:

@@ -141,6 +141,8 @@ def test_wrong_type_in_nested_list(codec: JsonCodec) -> None:
         ),
         ("schemaVersion", '"1"', r"Expected `int`, got `str` - at `\$.schemaVersion`"),
         ("schemaVersion", "true", r"Expected `int`, got `bool` - at `\$.schemaVersion`"),
+        ("schemaVersion", "2", r"Invalid enum value 2 - at `\$.schemaVersion`"),
+        ("schemaVersion", "0", r"Invalid enum value 0 - at `\$.schemaVersion`"),
     ],
 )
 def test_wrong_envelope_fields(codec: JsonCodec, field: str, value: str, expected: str) -> None:
@@ -242,7 +244,10 @@ def test_schema_of_message_type() -> None:
         "qty",
     }
     assert definition["required"] == ["orderId", "sku", "qty"]
-    assert definition["properties"]["schemaVersion"]["default"] == 1
+    # Optional (a payload without it is this version), and only this version.
+    assert definition["properties"]["schemaVersion"] == {"enum": [1], "default": 1}
+    v2 = schema_of(OrderCreatedV2)["$defs"]["OrderCreatedV2"]["properties"]["schemaVersion"]
+    assert v2 == {"enum": [2], "default": 2}
 
 
 @settings(max_examples=300, deadline=None)

@@ -220,6 +220,64 @@ def test_header_disagreeing_with_payload_is_a_decode_error(parcels: MessageRegis
         parcels.decoder("parcel.shipped").decode(fits_v3, 3)
 
 
+def test_header_agreeing_with_the_newest_version_but_not_the_payload(
+    registry: MessageRegistry, parcels: MessageRegistry
+) -> None:
+    # The header picks the hot path; the payload's schemaVersion makes msgspec refuse it.
+    for decoder, body, header in (
+        (registry.decoder("order.created"), _body(orderId="o", sku="s", qty=1, schemaVersion=2), 1),
+        (parcels.decoder("parcel.shipped"), _body(parcelId="p", carrier="c", schemaVersion=1), 3),
+        (parcels.decoder("parcel.shipped"), _body(parcelId="p", carrier="c", schemaVersion=1), "3"),
+    ):
+        stated = json.loads(body)["schemaVersion"]
+        with pytest.raises(
+            DecodeError,
+            match=rf"header says {int(header)} but the payload's schemaVersion is {stated}",
+        ) as info:
+            decoder.decode(body, header)  # type: ignore[arg-type]
+        assert info.value.path == "$.schemaVersion"
+        assert info.value.__cause__ is None
+
+
+def test_header_contradiction_is_reported_before_other_errors(parcels: MessageRegistry) -> None:
+    decoder = parcels.decoder("parcel.shipped")
+    for body in (
+        _body(schemaVersion=2, parcelId=1),  # parcelId has the wrong type
+        _body(parcelId=1, schemaVersion=2),  # in either order
+        _body(schemaVersion=2),  # and required fields are missing
+    ):
+        with pytest.raises(
+            DecodeError, match=r"header says 1 but the payload's schemaVersion is 2"
+        ):
+            decoder.decode(body, 1)
+    # Without a contradiction, the error is the payload's own.
+    with pytest.raises(DecodeError, match=r"Expected `str`, got `int` - at `\$.parcelId`"):
+        decoder.decode(_body(schemaVersion=1, parcelId=1), 1)
+    with pytest.raises(DecodeError, match=r"Expected `int`, got `str` - at `\$.schemaVersion`"):
+        decoder.decode(_body(schemaVersion="2", parcelId="p"), 1)
+
+
+def test_missing_schema_version_with_the_header(parcels: MessageRegistry) -> None:
+    decoder = parcels.decoder("parcel.shipped")
+    assert decoder.decode(_body(parcelId="p", carrier="c", trackingUrl="u"), 3).tracking_url == "u"
+    assert decoder.decode(_body(parcelId="p"), 1).tracking_url == "https://track.example/post/p"
+
+
+def test_decode_is_a_function_built_once_per_decoder(registry: MessageRegistry) -> None:
+    decoder = registry.decoder("order.created")
+    decode = decoder.decode
+    assert decode is decoder.decode  # an attribute, not a bound method made per access
+    assert decode.__doc__ is not None
+    assert "x-schema-version" in decode.__doc__
+    body = _body(orderId="o", sku="s", qty=2)
+    assert decode(body).qty == 2
+    assert decode(body, 1).qty == 2
+    assert decode(body=body, version=None).qty == 2
+    registry.add_upcaster(OrderCreated, OrderCreatedV2, order_created_to_v2)
+    upcasting = registry.decoder("order.created", target=OrderCreatedV2).decode
+    assert upcasting(body=body, version=1).items == [LineItem("s", 2)]
+
+
 def test_missing_schema_version_is_the_expected_version(registry: MessageRegistry) -> None:
     message = registry.decode("order.created", _body(orderId="o", sku="s", qty=1))
     assert message.schema_version == 1

@@ -46,6 +46,29 @@ async def test_wait_for_returns_published_messages_in_order() -> None:
     assert [p.decode(Ping).n for p in bus.published_to("harness.ping")] == [0, 1, 2]
 
 
+class PongV2(Event, routing_key="harness.pong", version=2):
+    n: int
+    label: str
+
+
+async def test_wait_for_tells_versions_that_share_a_routing_key_apart() -> None:
+    svc = Service("both", exchange="harness.topic")
+
+    @svc.on(Ping)
+    async def answer(event: Ping, ctx: HandlerContext) -> None:
+        ctx.publish(PongV2(n=event.n, label="new"))
+        ctx.publish(Pong(n=event.n))
+
+    async with ServiceHarness([svc]) as bus:
+        await bus.publish(Ping(n=4))
+        [old] = await bus.wait_for(Pong)
+        [new] = await bus.wait_for(PongV2)
+        await bus.wait_until_idle()
+    assert (type(old), old.n, old.schema_version) == (Pong, 4, 1)
+    assert (type(new), new.label, new.schema_version) == (PongV2, "new", 2)
+    assert len(bus.published_to("harness.pong")) == 2
+
+
 async def test_wait_for_times_out_when_nothing_comes() -> None:
     async with ServiceHarness([_echo()], timeout=0.05) as bus:
         with pytest.raises(TimeoutError):
