@@ -427,4 +427,6 @@ class AmqpBroker:
             raise translate(exc, url=self._url, queue=queue) from exc
         if not isinstance(message.delivery, Basic.GetOk):
             return None
-        return make_delivery(message, queue, getter, self)
+        return make_delivery(
+            message.delivery, message.header.properties, message.body, queue, getter, self
+        )

@@ -2,7 +2,8 @@
 
 Each subscription has a channel of its own (``basic.qos`` = its prefetch), so that a channel
 error on one queue does not stop the others and ``multiple=True`` acks cover only its own
-deliveries.
+deliveries. Its deliveries are handed to the subscription's synchronous callback where
+aiormq's connection reader parses them, not as a task each (see :mod:`._inline`).
 
 Acks are batched: :meth:`AmqpDelivery.ack` records the tag, and the channel's acker task
 sends one ``basic.ack(multiple=True)`` per batch for the run of settled tags at the front of
@@ -15,7 +16,8 @@ channel.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+import uuid
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiormq.abc
@@ -35,6 +37,8 @@ from .._protocol import (
     DeliveryCallback,
 )
 from ._connection import backoff_delays
+from ._inline import InlineCallback, InlineDeliveries
+from ._inline import supported as inline_supported
 from ._publisher import XH_CAUSATION_ID, build_properties
 
 if TYPE_CHECKING:
@@ -327,6 +331,11 @@ class AmqpDelivery:
         await self.ack()
 
 
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _log.error("amqp_delivery_task_failed", exc_info=exc)
+
+
 def _as_int(value: Any) -> int:
     try:
         return max(1, int(value))
@@ -335,16 +344,16 @@ def _as_int(value: Any) -> int:
 
 
 def make_delivery(
-    message: aiormq.abc.DeliveredMessage,
+    frame: Basic.Deliver | Basic.GetOk,
+    props: Basic.Properties,
+    body: bytes,
     queue: str,
     acker: ChannelAcker,
     broker: AmqpBroker,
 ) -> AmqpDelivery:
-    """Build the delivery of a ``basic.deliver`` or ``basic.get-ok``."""
-    frame: Any = message.delivery
-    props = message.header.properties
+    """Build the delivery of a ``basic.deliver`` or ``basic.get-ok`` frame."""
     headers: Any = props.headers
-    routing_key: str = frame.routing_key
+    routing_key: str = frame.routing_key  # type: ignore[assignment]
     exchange: str = frame.exchange
     redelivered: bool = frame.redelivered
     causation = None
@@ -379,8 +388,8 @@ def make_delivery(
         redelivered=redelivered,
         attempt=attempt,
     )
-    acker.received()
-    return AmqpDelivery(envelope, message.body, queue, exchange, frame.delivery_tag, acker, broker)
+    acker._unsettled += 1  # acker.received(), inlined: once per delivery
+    return AmqpDelivery(envelope, body, queue, exchange, frame.delivery_tag, acker, broker)  # type: ignore[arg-type]
 
 
 class AmqpSubscription:
@@ -403,6 +412,9 @@ class AmqpSubscription:
         self._on_delivery = on_delivery
         self._prefetch = prefetch
         self._acker: ChannelAcker | None = None
+        # Hands the deliveries of the acker's channel over without a task each (None where
+        # the installed aiormq does not allow it: see _inline.py).
+        self._inline: InlineDeliveries | None = None
         self._consumer_tag: str | None = None
         self._active = False
         self._cancelled = False
@@ -438,10 +450,11 @@ class AmqpSubscription:
         """
         channel = await connection.channel(publisher_confirms=False)
         acker = ChannelAcker(channel, self._prefetch)
+        inline = InlineDeliveries(channel) if inline_supported(channel) else None
         try:
             await channel.basic_qos(prefetch_count=self._prefetch)
             channel.on_consumer_cancel_callbacks.add(self._on_server_cancel)
-            ok = await channel.basic_consume(self._queue, self._consumer(acker))
+            consumer_tag = await self._consume_on(acker, inline)
         except BaseException:
             acker.closed()
             await asyncio.shield(channel.close())
@@ -450,43 +463,72 @@ class AmqpSubscription:
         if old is not None:
             old.closed()
         self._acker = acker
-        self._consumer_tag = ok.consumer_tag
+        self._inline = inline
+        self._consumer_tag = consumer_tag
         self._active = True
         channel.closing.add_done_callback(lambda _: self._on_channel_closed(acker))
 
-    def _consumer(
-        self, acker: ChannelAcker
-    ) -> Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]:
+    async def _consume_on(self, acker: ChannelAcker, inline: InlineDeliveries | None) -> str:
+        """Send ``basic.consume`` on the acker's channel; return the consumer tag."""
+        channel = acker.channel
+        deliver = self._consumer(acker)
+        # The tag is ours, so that the inline path knows it before the first delivery.
+        consumer_tag = f"ctag{channel.number}.{uuid.uuid4().hex}"
+        if inline is not None:
+            inline.callbacks.clear()  # one consumer per channel: earlier tags were cancelled
+            inline.callbacks[consumer_tag] = deliver
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            # aiormq's own path (a task per delivery): where the inline path is unavailable.
+            deliver(message.delivery, message.header.properties, message.body)  # type: ignore[arg-type]
+
+        try:
+            ok = await channel.basic_consume(self._queue, on_message, consumer_tag=consumer_tag)
+        except BaseException:
+            if inline is not None:
+                inline.callbacks.pop(consumer_tag, None)
+            raise
+        return ok.consumer_tag or consumer_tag
+
+    def _consumer(self, acker: ChannelAcker) -> InlineCallback:
+        """The synchronous callback of the deliveries on the acker's channel."""
         queue = self._queue
         broker = self._broker
         callback = self._on_delivery
+        channel = acker.channel
         # Dead-letter oversized bodies only where a dead-letter queue is known to exist;
         # elsewhere (a DLQ itself, a queue declared by someone else) hand them on.
         max_size = self._max_size if broker._has_dlq(queue) else 0
 
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            if self._holding:
-                return  # left unsettled: close() returns it to the head of the queue
+        def background(coro: Coroutine[Any, Any, None]) -> None:
+            # The rare paths that talk to the broker: a task of the channel, as aiormq runs
+            # consumer callbacks, so that it ends with the channel.
+            channel.create_task(coro).add_done_callback(_log_failure)
+
+        def deliver(frame: Basic.Deliver, props: Basic.Properties, body: bytes) -> None:
+            if self._holding or not acker.open:
+                # Left unsettled: close() returns it to the head of the queue (single active
+                # consumer hand-over), or the channel is gone and the broker requeues it.
+                return
             try:
-                delivery = make_delivery(message, queue, acker, broker)
+                delivery = make_delivery(frame, props, body, queue, acker, broker)
             except Exception:
                 # Never leave it unsettled (it would hold a prefetch slot until the channel
                 # closes): dead-letter it through the queue's DLX.
                 _log.exception("amqp_delivery_unreadable", queue=queue)
                 acker.received()
-                tag: Any = message.delivery.delivery_tag  # type: ignore[union-attr]
-                await acker.reject(tag, requeue=False)
+                background(acker.reject(frame.delivery_tag, requeue=False))  # type: ignore[arg-type]
                 return
-            if max_size and len(delivery.body) > max_size:
-                await self._too_large(delivery, max_size)
+            if max_size and len(body) > max_size:
+                background(self._too_large(delivery, max_size))
                 return
             try:
                 callback(delivery)
             except Exception:
                 _log.exception("delivery_callback_failed", queue=queue)
-                await delivery.nack(requeue=True)
+                background(delivery.nack(requeue=True))
 
-        return on_message
+        return deliver
 
     async def _too_large(self, delivery: AmqpDelivery, limit: int) -> None:
         size = len(delivery.body)
@@ -552,8 +594,7 @@ class AmqpSubscription:
                 old = self._acker
                 if old is not None and old.open and not old.channel.is_closed:
                     # A server-sent cancel leaves the channel open: consume on it again.
-                    ok = await old.channel.basic_consume(self._queue, self._consumer(old))
-                    self._consumer_tag = ok.consumer_tag
+                    self._consumer_tag = await self._consume_on(old, self._inline)
                     self._active = True
                 else:
                     await self.start(connection)
