@@ -244,14 +244,15 @@ class Pipeline:
                 await self._dead_letter(delivery, exc, metrics)
                 return
 
-            message_id = env.message_id or message.message_id
             inbox = self._inbox
             if inbox is None:
                 published = None
-            elif self._lookup_nowait is not None:
-                published = self._lookup_nowait(self._consumer, message_id)
             else:
-                published = await inbox.lookup(self._consumer, message_id)
+                message_id = env.message_id or message.message_id
+                if self._lookup_nowait is not None:
+                    published = self._lookup_nowait(self._consumer, message_id)
+                else:
+                    published = await inbox.lookup(self._consumer, message_id)
             if published is None:
                 ctx = HandlerContext(env, self._site)
                 # The ids go into structlog's contextvars for the handler's log lines; a var
