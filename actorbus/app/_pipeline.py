@@ -271,7 +271,11 @@ class Pipeline:
                 )
                 start = _clock() if metrics is not None else 0.0
                 try:
-                    await route.handler(message, ctx)
+                    try:
+                        await route.handler(message, ctx)
+                    finally:  # the handler's time alone, whether it returned or raised
+                        if metrics is not None:
+                            metrics.handler.observe(_clock() - start)
                 except anyio.get_cancelled_exc_class():
                     raise
                 except RejectMessage as exc:
@@ -281,8 +285,6 @@ class Pipeline:
                     await self._failed(delivery, exc, metrics)
                     return
                 finally:
-                    if metrics is not None:
-                        metrics.handler.observe(_clock() - start)
                     if causation is not None:
                         _LOG_CAUSATION_ID.reset(causation)
                     if correlation is not None:
@@ -381,12 +383,15 @@ class ConsumerActor(Actor):
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
-        # The pipeline's coroutine is the actor's receive: one coroutine per delivery.
+        self._handle = pipeline.handle
+        # The instance's receive is the pipeline's coroutine function itself: the actor loop
+        # then creates one coroutine per delivery, not two.
         self.receive = pipeline.handle  # type: ignore[method-assign,assignment]
 
     async def receive(self, message: Any) -> None:
-        """Run one delivery through the pipeline (replaced by it in ``__init__``)."""
-        raise NotImplementedError  # pragma: no cover
+        """Run one delivery through the pipeline (``__init__`` puts the pipeline's own
+        ``handle`` in this method's place on each instance)."""
+        await self._handle(message)  # pragma: no cover - shadowed per instance
 
     async def on_failure(self, exc: Exception, message: Any) -> None:
         """Requeue the delivery whose processing failed, so that no message is lost."""
