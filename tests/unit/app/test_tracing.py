@@ -21,7 +21,7 @@ from actorbus.app import (
     trace_headers,
 )
 from actorbus.app._context import Outgoing
-from actorbus.app._tracing import Tracer
+from actorbus.app._tracing import Tracer, consumer_context
 from actorbus.brokers.memory import MemoryBroker
 from actorbus.messages import JsonCodec
 from actorbus.testing import Published, RecordingBroker, ServiceHarness, capture_logs
@@ -97,6 +97,28 @@ def test_a_later_version_with_more_fields_is_read_as_version_00() -> None:
 )
 def test_a_malformed_traceparent_is_ignored(value: object) -> None:
     assert parse_traceparent(value) is None
+    # A delivery carrying it is handled in a new trace of its own.
+    context = consumer_context({"traceparent": value})
+    assert context.trace_id != TRACE
+    assert parse_traceparent(context.traceparent) == context
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"traceparent": TRACEPARENT}, TraceContext(TRACE, PARENT)),
+        ({"traceparent": TRACEPARENT.encode()}, TraceContext(TRACE, PARENT)),  # AMQP bytes
+        (
+            {"traceparent": TRACEPARENT, "tracestate": "vendor=1"},
+            TraceContext(TRACE, PARENT, "01", "vendor=1"),
+        ),
+        ({"traceparent": f"cc-{TRACE}-{PARENT}-00-later"}, TraceContext(TRACE, PARENT, "00")),
+    ],
+)
+def test_a_delivery_continues_the_trace_its_message_carries(
+    headers: dict[str, object], expected: TraceContext
+) -> None:
+    assert consumer_context(headers) == expected
 
 
 def test_an_oversized_or_unprintable_tracestate_is_dropped() -> None:
