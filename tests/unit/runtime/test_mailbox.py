@@ -68,6 +68,35 @@ async def test_put_waits_for_room() -> None:
         assert mailbox.get_nowait() == 2
 
 
+async def test_blocked_senders_keep_their_order_and_are_not_overtaken() -> None:
+    with opened(1) as mailbox:
+        mailbox.put_nowait(0)
+        async with anyio.create_task_group() as tg:
+            for n in (1, 2, 3):
+                tg.start_soon(mailbox.put, n)
+                await anyio.wait_all_tasks_blocked()
+            assert mailbox.statistics().senders_waiting == 3
+            taken = [mailbox.get_nowait()]  # frees a slot: the first blocked sender's 1 moves in
+            with pytest.raises(MailboxFullError):
+                mailbox.put_nowait(99)  # a late put_nowait does not jump the queue
+            while len(taken) < 4:
+                taken.append(mailbox.get_nowait())
+                await anyio.wait_all_tasks_blocked()
+        assert taken == [0, 1, 2, 3]
+        assert mailbox.statistics().senders_waiting == 0
+
+
+async def test_a_cancelled_blocked_sender_sent_nothing() -> None:
+    with opened(1) as mailbox:
+        mailbox.put_nowait("first")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(mailbox.put, "cancelled")
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        assert mailbox.statistics().senders_waiting == 0
+        assert mailbox.clear() == ["first"]
+
+
 async def test_wait_wakes_on_put_and_on_interrupt() -> None:
     with opened(4) as mailbox:
         woke: list[str] = []
