@@ -98,8 +98,10 @@ def _nowait(inbox: Inbox | None, name: str) -> Any:
 
     A subclass that overrides ``lookup`` (say) but not ``lookup_nowait`` keeps its override.
     """
+    if inbox is None:
+        return None
     owner = next((k for k in type(inbox).__mro__ if name in vars(k)), None)
-    if inbox is None or owner is None or f"{name}_nowait" not in vars(owner):
+    if owner is None or f"{name}_nowait" not in vars(owner):
         return None
     return getattr(inbox, f"{name}_nowait")
 
@@ -209,6 +211,7 @@ class Pipeline:
         mode = self._trace_mode
         span: Span | None = None
         if mode == _W3C:
+            # What Tracer.start_consumer and Span do, without a Span object per delivery.
             trace = consumer_context(env.headers)
             trace_token = CURRENT_TRACE.set(trace)
             log_token = LOG_TRACE_ID.set(trace.trace_id)

@@ -388,7 +388,7 @@ def make_delivery(
         redelivered=redelivered,
         attempt=attempt,
     )
-    acker._unsettled += 1  # acker.received(), inlined: once per delivery
+    acker.received()
     return AmqpDelivery(envelope, body, queue, exchange, frame.delivery_tag, acker, broker)  # type: ignore[arg-type]
 
 
