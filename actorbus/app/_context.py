@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from .._log import get_logger
 from ..brokers import DEFAULT_EXCHANGE, OutboundMessage
 from ..exceptions import ConfigurationError
@@ -146,7 +148,7 @@ class HandlerSite:
         self.outgoing = outgoing
 
 
-class HandlerContext:
+class HandlerContext(msgspec.Struct, eq=False):
     """Given to a handler with its message: publish, send, reply; all flushed before the ack.
 
     What a handler publishes is buffered; when it returns, the pipeline publishes the buffer
@@ -154,20 +156,18 @@ class HandlerContext:
     handler raises, nothing it buffered is published.
 
     One is created per delivery, so it holds only the envelope, the buffer and a reference to
-    what the queue's deliveries share.
+    what the queue's deliveries share, and it is a msgspec Struct (built in C; compared by
+    identity).
 
     Attributes:
         envelope: The delivery's metadata (ids, attempt, redelivered, headers).
+        buffer: What the handler published, sent or replied so far, in order.
     """
 
-    __slots__ = ("_log", "_site", "buffer", "envelope")
-
-    _log: Any  # set on first use of `log`
-
-    def __init__(self, envelope: Envelope, site: HandlerSite) -> None:
-        self.envelope = envelope
-        self._site = site
-        self.buffer: list[OutboundMessage] = []
+    envelope: Envelope
+    _site: HandlerSite
+    buffer: list[OutboundMessage] = msgspec.field(default_factory=list)
+    _log: Any = None  # built on first use of `log`
 
     @property
     def context(self) -> ServiceContext:
@@ -214,9 +214,7 @@ class HandlerContext:
     @property
     def log(self) -> Any:
         """A structlog logger bound to this delivery's ids and trace id (built on first use)."""
-        try:
-            return self._log
-        except AttributeError:  # first use: the slot is left unset until then
+        if self._log is None:
             env = self.envelope
             log = _log.bind(
                 service=self.service,
@@ -230,7 +228,7 @@ class HandlerContext:
             if trace is not None:
                 log = log.bind(trace_id=trace.trace_id, span_id=trace.span_id)
             self._log = log
-            return log
+        return self._log
 
     def publish(self, event: Message, *, correlation_id: str | None = None) -> None:
         """Publish ``event`` once the handler has succeeded.

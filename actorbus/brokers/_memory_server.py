@@ -18,6 +18,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 from anyio.lowlevel import checkpoint
 
 from .._log import get_logger
@@ -85,22 +86,20 @@ def retry_tier(delays: tuple[float, ...], delay: float) -> float:
     return nearest_tier(delays, delay) if delays else delay
 
 
-class MemoryDelivery:
+class MemoryDelivery(msgspec.Struct, eq=False):
     """One message in a queue, and once dispatched, a delivery to settle exactly once.
 
-    Created once per message and queue when routed; one per message on the hot path, so
-    slotted (about 100 bytes instead of about 300 with a ``__dict__``).
+    Created once per message and queue when routed, so a msgspec Struct: built in C (about
+    40 % cheaper than a slotted class's ``__init__``), hashed and compared by identity
+    (``eq=False``: it is a key of its owner's ``unsettled``), never encoded.
     """
 
-    __slots__ = ("_owner", "_q", "_settled", "body", "envelope", "exchange")
-
-    def __init__(self, envelope: Envelope, body: bytes, exchange: str, q: MemoryQueue) -> None:
-        self.envelope = envelope
-        self.body = body
-        self.exchange = exchange
-        self._q = q
-        self._owner: Owner | None = None
-        self._settled = False
+    envelope: Envelope
+    body: bytes
+    exchange: str
+    _q: MemoryQueue
+    _owner: Owner | None = None
+    _settled: bool = False
 
     @property
     def queue(self) -> str:
@@ -302,10 +301,23 @@ class MemoryQueue:
     def put(self, d: MemoryDelivery) -> None:
         """Append a message; hand it to a consumer at once if one has room."""
         ready = self.ready
+        server = self.server
+        if server.changed is not None:
+            server.notify()
+        consumers = self.consumers
+        if not ready and len(consumers) == 1 and not server.duplicates:
+            # The common case: one consumer and nothing waiting: hand over if it has room.
+            sub = consumers[0]
+            if len(sub.unsettled) < sub.prefetch:
+                d._owner = sub
+                sub.unsettled[d] = None
+                try:
+                    sub.callback(d)
+                except Exception as exc:
+                    sub.fail(exc)
+                return
         ready.append(d)
-        if self.server.changed is not None:
-            self.server.notify()
-        if self.consumers:
+        if consumers:
             self.dispatch()
         if self.max_length is not None:
             while len(ready) > self.max_length:

@@ -147,7 +147,7 @@ class Router(Generic[T]):
             full, so unbounded key spaces (a key per entity) cost memory only up to this.
     """
 
-    __slots__ = ("_all", "_cache", "_cache_size", "_exact", "_kind", "_patterns")
+    __slots__ = ("_all", "_cache", "_cache_size", "_exact", "_kind", "_patterns", "cached")
 
     def __init__(self, kind: ExchangeType = "topic", *, cache_size: int = 4096) -> None:
         self._kind = kind
@@ -156,6 +156,9 @@ class Router(Generic[T]):
         self._patterns: list[tuple[TopicPattern, T]] = []
         self._all: list[tuple[str, T]] = []
         self._cache: dict[str, tuple[T, ...]] = {}
+        #: ``cached(key)``: the destinations of ``key`` if :meth:`route` resolved it since the
+        #: last change of bindings, else ``None``; a dict lookup in C, for the hot path.
+        self.cached: Callable[[str], tuple[T, ...] | None] = self._cache.get
 
     @property
     def kind(self) -> ExchangeType:

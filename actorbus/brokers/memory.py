@@ -452,7 +452,7 @@ class MemoryBroker:
             router = server.routers.get(exchange)
             if router is None:
                 raise ExchangeNotFoundError(exchange, key)
-            targets = router.route(key)
+            targets = router.cached(key) or router.route(key)
             if targets:
                 body = message.body
                 for q in targets:
