@@ -109,9 +109,7 @@ async def run(settings: Settings, loop: str) -> list[CaseResult]:
         return Sample(n, elapsed, [a - s for a, s in zip(state.arrived, sent, strict=True)])
 
     with tempfile.TemporaryDirectory(prefix="actorbus-bench-") as data_dir:
-        default_app = App(
-            [service("defaults", dedupe=True)], broker="memory://", data_dir=data_dir
-        )
+        default_app = App([service("defaults", dedupe=True)], broker="memory://", data_dir=data_dir)
         core_app = App(
             [service("core", dedupe=False)],
             broker="memory://",

@@ -94,6 +94,22 @@ async def test_delivery_is_synchronous_on_publish(broker: MemoryBroker) -> None:
     assert len(collector) == 1  # handed over inside publish, no task in between
 
 
+async def test_direct_hand_over_keeps_prefetch_and_order(broker: MemoryBroker) -> None:
+    # The first is handed straight to the consumer; the next two wait (prefetch 1); one
+    # published while they wait queues behind them; each ack brings the next, in order.
+    collector = DeliveryCollector()
+    await broker.consume(Q, collector, prefetch=1)
+    await publish(broker, 3)
+    assert [d.body for d in collector.deliveries] == [b"0"]
+    assert await broker.queue_depth(Q) == 2
+    await broker.publish(make_message(EX, "order.created", b"3"))
+    for n in range(1, 5):
+        await collector.deliveries[-1].ack()
+        assert len(collector) == min(n + 1, 4)
+    assert [d.body for d in collector.deliveries] == [b"0", b"1", b"2", b"3"]
+    assert await broker.queue_depth(Q) == 0
+
+
 @pytest.mark.parametrize("url", ["amqp://localhost", "nonsense"])
 def test_needs_a_memory_url(url: str) -> None:
     with pytest.raises(ConfigurationError):
