@@ -247,6 +247,15 @@ class MemorySubscription(Owner):
             self.conn._subs.remove(self)
         _log.debug("subscription_cancelled", queue=self.queue)
 
+    def deliver(self, d: MemoryDelivery) -> None:
+        """Hand ``d`` to the callback; it stays unsettled here until it is settled."""
+        d._owner = self
+        self.unsettled[d] = None
+        try:
+            self.callback(d)
+        except Exception as exc:
+            self.fail(exc)
+
     def fail(self, exc: Exception) -> None:
         """Stop this consumer after its callback raised; requeue what it held."""
         self._failed = True
@@ -309,12 +318,7 @@ class MemoryQueue:
             # The common case: one consumer and nothing waiting: hand over if it has room.
             sub = consumers[0]
             if len(sub.unsettled) < sub.prefetch:
-                d._owner = sub
-                sub.unsettled[d] = None
-                try:
-                    sub.callback(d)
-                except Exception as exc:
-                    sub.fail(exc)
+                sub.deliver(d)
                 return
         ready.append(d)
         if consumers:
@@ -347,14 +351,9 @@ class MemoryQueue:
                 else:
                     return
             d = ready.popleft()
-            d._owner = sub
-            sub.unsettled[d] = None
             if duplicates:
                 duplicates = self.server.duplicate(self, d)
-            try:
-                sub.callback(d)
-            except Exception as exc:
-                sub.fail(exc)
+            sub.deliver(d)
 
     def requeue_front(self, deliveries: Sequence[MemoryDelivery]) -> None:
         """Put settled-by-force deliveries back at the head, in order, as redeliveries."""
