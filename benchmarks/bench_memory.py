@@ -50,7 +50,7 @@ class _Round:
 
 
 async def run(settings: Settings, loop: str) -> list[CaseResult]:
-    """Measure the memory-broker pipeline (defaults and lean) against a bare stream hop."""
+    """Measure the memory-broker pipeline (the core and the defaults) against a bare hop."""
     prefetch = settings.prefetch
     current = _Round(0)
 
