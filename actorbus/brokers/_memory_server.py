@@ -294,15 +294,16 @@ class MemoryQueue:
         self.consumers: list[MemorySubscription] = []
         self.rr = 0
         self.auto = auto
-        self.spec = spec
-        self.single_active = spec.single_active_consumer
-        self.max_length = spec.max_length
-        self.delivery_limit = spec.delivery_limit
+        self._use(spec)
 
     def adopt(self, spec: QueueSpec) -> None:
         """Take over an explicitly declared spec (for an automatically created DLQ)."""
-        self.spec = spec
         self.auto = False
+        self._use(spec)
+
+    def _use(self, spec: QueueSpec) -> None:
+        # The spec's settings the hot path reads, copied to slots of the queue.
+        self.spec = spec
         self.single_active = spec.single_active_consumer
         self.max_length = spec.max_length
         self.delivery_limit = spec.delivery_limit

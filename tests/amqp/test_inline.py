@@ -25,12 +25,12 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 import actorbus.brokers.amqp._consumer as consumer_module
-from actorbus.brokers import XH_REASON, Binding, ExchangeSpec, QueueSpec, Topology
+from actorbus.brokers import XH_REASON, Topology
 from actorbus.brokers.amqp import AmqpBroker
 from actorbus.brokers.amqp._inline import InlineDeliveries, supported
 from actorbus.testing._conformance import DeliveryCollector, drain, make_message
 
-from ._helpers import eventually
+from ._helpers import declare_routed, eventually
 
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -164,25 +164,12 @@ def test_supported_needs_a_frame_queue_and_a_consumer_table() -> None:
 # ------------------------------------------------------------------ end to end on RabbitMQ
 
 
-async def _declare(broker: AmqpBroker, unique: str) -> tuple[str, QueueSpec]:
-    exchange = f"{unique}.topic"
-    spec = QueueSpec(f"{unique}.q", retry_delays=(0.05,))
-    await broker.declare(
-        Topology(
-            exchanges=(ExchangeSpec(exchange),),
-            queues=(spec,),
-            bindings=(Binding(exchange, spec.name, "order.#"),),
-        )
-    )
-    return exchange, spec
-
-
 @pytest.mark.amqp
 @pytest.mark.anyio
 async def test_deliveries_arrive_in_order_in_the_connection_reader(
     broker: AmqpBroker, unique: str
 ) -> None:
-    exchange, spec = await _declare(broker, unique)
+    exchange, spec = await declare_routed(broker, unique, retry_delays=(0.05,))
     readers: set[str] = set()
     collector = DeliveryCollector()
 
@@ -224,7 +211,7 @@ async def test_unreadable_delivery_is_dead_lettered_and_the_rest_flows(
         return make_delivery(frame, props, body, *args)
 
     monkeypatch.setattr(consumer_module, "make_delivery", flaky)
-    exchange, spec = await _declare(broker, unique)
+    exchange, spec = await declare_routed(broker, unique, retry_delays=(0.05,))
     collector = DeliveryCollector()
     await broker.consume(spec.name, collector, prefetch=5)
     await broker.publish_batch([make_message(exchange, "order.x", b) for b in (b"1", b"bad", b"2")])
@@ -242,7 +229,7 @@ async def test_failing_callback_requeues_and_oversized_is_dead_lettered(
     amqp_url: str, unique: str
 ) -> None:
     async with AmqpBroker(amqp_url, max_message_size=100) as broker:
-        exchange, spec = await _declare(broker, unique)
+        exchange, spec = await declare_routed(broker, unique, retry_delays=(0.05,))
         collector = DeliveryCollector()
         failed: list[bytes] = []
 

@@ -22,9 +22,6 @@ from actorbus.brokers import (
     XH_ORIGINAL_QUEUE,
     XH_ORIGINAL_ROUTING_KEY,
     XH_REASON,
-    Binding,
-    ExchangeSpec,
-    QueueSpec,
     Topology,
 )
 from actorbus.brokers.amqp import AmqpBroker
@@ -37,27 +34,13 @@ from actorbus.exceptions import (
 )
 from actorbus.testing._conformance import DeliveryCollector, drain, make_message
 
-from ._helpers import eventually
+from ._helpers import declare_routed, eventually
 
 pytestmark = [pytest.mark.amqp, pytest.mark.anyio]
 
 
-async def _declare(broker: AmqpBroker, unique: str, **options: object) -> tuple[str, QueueSpec]:
-    exchange = f"{unique}.topic"
-    options.setdefault("retry_delays", (0.05, 0.2))
-    spec = QueueSpec(f"{unique}.q", **options)  # type: ignore[arg-type]
-    await broker.declare(
-        Topology(
-            exchanges=(ExchangeSpec(exchange),),
-            queues=(spec,),
-            bindings=(Binding(exchange, spec.name, "order.#"),),
-        )
-    )
-    return exchange, spec
-
-
 async def test_publish_consume_ack_many(broker: AmqpBroker, unique: str) -> None:
-    exchange, spec = await _declare(broker, unique)
+    exchange, spec = await declare_routed(broker, unique)
     async with anyio.create_task_group() as tg:
         collector = DeliveryCollector(ack_in=tg)
         sub = await broker.consume(spec.name, collector, prefetch=50)
@@ -79,7 +62,7 @@ async def test_out_of_order_settles_free_the_window_exactly_once(
 ) -> None:
     """Batched acks cover only settled runs: no tag is acked twice or lost, in any order."""
     async with AmqpBroker(amqp_url) as broker:
-        exchange, spec = await _declare(broker, unique)
+        exchange, spec = await declare_routed(broker, unique)
         collector = DeliveryCollector()
         sub = await broker.consume(spec.name, collector, prefetch=20)
         await broker.publish_batch([make_message(exchange, "order.x") for _ in range(60)])
@@ -110,7 +93,7 @@ async def test_out_of_order_settles_free_the_window_exactly_once(
 
 
 async def test_unroutable_and_missing_exchange(broker: AmqpBroker, unique: str) -> None:
-    exchange, spec = await _declare(broker, unique)
+    exchange, spec = await declare_routed(broker, unique)
     with pytest.raises(UnroutableError, match=r"'stock\.reserved'"):
         await broker.publish(make_message(exchange, "stock.reserved"))
     with pytest.raises(ExchangeNotFoundError, match=r"no-such-exchange.*'order\.created'"):
@@ -124,7 +107,7 @@ async def test_unroutable_and_missing_exchange(broker: AmqpBroker, unique: str) 
 async def test_retry_twice_then_dead_letter_with_error_headers(
     broker: AmqpBroker, unique: str
 ) -> None:
-    exchange, spec = await _declare(broker, unique)
+    exchange, spec = await declare_routed(broker, unique)
     collector = DeliveryCollector()
     await broker.consume(spec.name, collector, prefetch=5)
     message = make_message(exchange, "order.created", b'{"n":1}', headers={"schemaVersion": 1})
@@ -160,7 +143,7 @@ async def test_retry_twice_then_dead_letter_with_error_headers(
 
 
 async def test_poison_nack_goes_to_dlq_by_broker(broker: AmqpBroker, unique: str) -> None:
-    exchange, spec = await _declare(broker, unique)
+    exchange, spec = await declare_routed(broker, unique)
     collector = DeliveryCollector()
     await broker.consume(spec.name, collector, prefetch=1)
     await broker.publish(make_message(exchange, "order.created", b"poison"))
@@ -175,7 +158,7 @@ async def test_poison_nack_goes_to_dlq_by_broker(broker: AmqpBroker, unique: str
 
 
 async def test_quorum_delivery_count_is_the_attempt(broker: AmqpBroker, unique: str) -> None:
-    exchange, spec = await _declare(broker, unique, queue_type="quorum", delivery_limit=2)
+    exchange, spec = await declare_routed(broker, unique, queue_type="quorum", delivery_limit=2)
     collector = DeliveryCollector()
     await broker.consume(spec.name, collector, prefetch=1)
     await broker.publish(make_message(exchange, "order.created", b"q"))
@@ -189,7 +172,7 @@ async def test_quorum_delivery_count_is_the_attempt(broker: AmqpBroker, unique: 
 
 
 async def test_quorum_retry_queue(broker: AmqpBroker, unique: str) -> None:
-    exchange, spec = await _declare(broker, unique, queue_type="quorum")
+    exchange, spec = await declare_routed(broker, unique, queue_type="quorum")
     collector = DeliveryCollector()
     await broker.consume(spec.name, collector, prefetch=2)
     await broker.publish(make_message(exchange, "order.created"))
@@ -237,7 +220,7 @@ def _pika_publish(url: str, exchange: str, routing_key: str, body: bytes) -> Non
 async def test_message_published_by_pika_with_unknown_fields(
     broker: AmqpBroker, unique: str, amqp_url: str
 ) -> None:
-    exchange, spec = await _declare(broker, unique)
+    exchange, spec = await declare_routed(broker, unique)
     body = json.dumps({"eventId": "e-1", "orderId": "o-9", "extra": {"new": "field"}}).encode()
     await anyio.to_thread.run_sync(_pika_publish, amqp_url, exchange, "order.created", body)
     collector = DeliveryCollector()
@@ -260,7 +243,7 @@ async def test_message_published_by_pika_with_unknown_fields(
 
 async def test_too_large_message_is_dead_lettered_unseen(amqp_url: str, unique: str) -> None:
     async with AmqpBroker(amqp_url, max_message_size=1000) as broker:
-        exchange, spec = await _declare(broker, unique)
+        exchange, spec = await declare_routed(broker, unique)
         collector = DeliveryCollector()
         await broker.consume(spec.name, collector, prefetch=5)
         with pytest.raises(PublishTooLargeError, match="1001 bytes"):
@@ -287,7 +270,7 @@ async def test_server_cancel_is_a_lost_consumer_then_resumed(
     broker: AmqpBroker, unique: str, amqp_url: str
 ) -> None:
     """A deleted queue cancels the consumer: not ready, then redeclared and consuming again."""
-    exchange, spec = await _declare(broker, unique)
+    exchange, spec = await declare_routed(broker, unique)
     collector = DeliveryCollector()
     sub = await broker.consume(spec.name, collector, prefetch=5)
     assert broker.is_ready
@@ -377,7 +360,7 @@ def test_url_options_and_redaction() -> None:
 
 
 async def test_dead_letter_without_dlq_discards(broker: AmqpBroker, unique: str) -> None:
-    exchange, spec = await _declare(broker, unique, dead_letter=False)
+    exchange, spec = await declare_routed(broker, unique, dead_letter=False)
     collector = DeliveryCollector()
     await broker.consume(spec.name, collector, prefetch=1)
     await broker.publish(make_message(exchange, "order.created"))
