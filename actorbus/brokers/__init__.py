@@ -1,4 +1,4 @@
-"""Brokers: the broker protocol, ``connect(url)``, and the built-in transports.
+"""Brokers: the broker protocol, ``connect(url)``, dead letters, and the built-in transports.
 
 ``memory://`` (:mod:`actorbus.brokers.memory`) and ``amqp://`` / ``amqps://``
 (:mod:`actorbus.brokers.amqp`) are imported only when a URL with their scheme is connected.
@@ -6,16 +6,25 @@
 
 from __future__ import annotations
 
+from ._deadletter import BROKER_DEATH_HEADERS as BROKER_DEATH_HEADERS
+from ._deadletter import DEATH_HEADERS as DEATH_HEADERS
+from ._deadletter import XH_ATTEMPT as XH_ATTEMPT
+from ._deadletter import XH_ATTEMPTS as XH_ATTEMPTS
+from ._deadletter import XH_ERROR_MESSAGE as XH_ERROR_MESSAGE
+from ._deadletter import XH_ERROR_TYPE as XH_ERROR_TYPE
+from ._deadletter import XH_ORIGINAL_EXCHANGE as XH_ORIGINAL_EXCHANGE
+from ._deadletter import XH_ORIGINAL_QUEUE as XH_ORIGINAL_QUEUE
+from ._deadletter import XH_ORIGINAL_ROUTING_KEY as XH_ORIGINAL_ROUTING_KEY
+from ._deadletter import XH_REASON as XH_REASON
+from ._deadletter import DeadLetter as DeadLetter
+from ._deadletter import dead_letter_count as dead_letter_count
+from ._deadletter import dead_letter_queue as dead_letter_queue
+from ._deadletter import describe_dead_letter as describe_dead_letter
+from ._deadletter import peek_dead_letters as peek_dead_letters
+from ._deadletter import purge_dead_letters as purge_dead_letters
+from ._deadletter import replay_dead_letters as replay_dead_letters
 from ._protocol import DEFAULT_EXCHANGE as DEFAULT_EXCHANGE
 from ._protocol import DEFAULT_RETRY_DELAYS as DEFAULT_RETRY_DELAYS
-from ._protocol import XH_ATTEMPT as XH_ATTEMPT
-from ._protocol import XH_ATTEMPTS as XH_ATTEMPTS
-from ._protocol import XH_ERROR_MESSAGE as XH_ERROR_MESSAGE
-from ._protocol import XH_ERROR_TYPE as XH_ERROR_TYPE
-from ._protocol import XH_ORIGINAL_EXCHANGE as XH_ORIGINAL_EXCHANGE
-from ._protocol import XH_ORIGINAL_QUEUE as XH_ORIGINAL_QUEUE
-from ._protocol import XH_ORIGINAL_ROUTING_KEY as XH_ORIGINAL_ROUTING_KEY
-from ._protocol import XH_REASON as XH_REASON
 from ._protocol import Binding as Binding
 from ._protocol import Broker as Broker
 from ._protocol import Delivery as Delivery
@@ -35,6 +44,8 @@ from ._registry import register_broker as register_broker
 from ._url import redact as redact
 
 __all__ = (
+    "BROKER_DEATH_HEADERS",
+    "DEATH_HEADERS",
     "DEFAULT_EXCHANGE",
     "DEFAULT_RETRY_DELAYS",
     "XH_ATTEMPT",
@@ -46,6 +57,7 @@ __all__ = (
     "XH_ORIGINAL_ROUTING_KEY",
     "XH_REASON",
     "Binding",
+    "DeadLetter",
     "Broker",
     "BrokerFactory",
     "Delivery",
@@ -59,6 +71,12 @@ __all__ = (
     "Topology",
     "nearest_tier",
     "connect",
+    "dead_letter_count",
+    "dead_letter_queue",
+    "describe_dead_letter",
+    "peek_dead_letters",
+    "purge_dead_letters",
+    "replay_dead_letters",
     "known_schemes",
     "register_broker",
     "redact",

@@ -23,13 +23,15 @@ from anyio.lowlevel import checkpoint
 
 from .._log import get_logger
 from ..exceptions import ExchangeNotFoundError, QueueNotFoundError, TopologyError
-from ._protocol import (
-    DEFAULT_EXCHANGE,
+from ._deadletter import (
     XH_ATTEMPT,
     XH_ORIGINAL_EXCHANGE,
     XH_ORIGINAL_QUEUE,
     XH_ORIGINAL_ROUTING_KEY,
     XH_REASON,
+)
+from ._protocol import (
+    DEFAULT_EXCHANGE,
     Binding,
     DeliveryCallback,
     ExchangeSpec,
@@ -40,7 +42,7 @@ from ._protocol import (
 from ._routing import Router
 
 if TYPE_CHECKING:
-    from ..messages._envelope import Envelope
+    from ..messages import Envelope
     from .memory import MemoryBroker
 
 __all__ = (

@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import msgspec
+from ..messages import Envelope, OutboundMessage
 
 if TYPE_CHECKING:
     from typing import Self
-
-    from ..messages._envelope import Envelope
 
 __all__ = (
     "DEFAULT_EXCHANGE",
@@ -35,14 +33,6 @@ __all__ = (
     "QueueType",
     "Subscription",
     "Topology",
-    "XH_ATTEMPT",
-    "XH_ATTEMPTS",
-    "XH_ERROR_MESSAGE",
-    "XH_ERROR_TYPE",
-    "XH_ORIGINAL_EXCHANGE",
-    "XH_ORIGINAL_ROUTING_KEY",
-    "XH_ORIGINAL_QUEUE",
-    "XH_REASON",
     "nearest_tier",
 )
 
@@ -52,25 +42,6 @@ DEFAULT_EXCHANGE = ""
 
 #: Retry delay tiers (seconds) of a queue unless its spec says otherwise.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0)
-
-# Headers that brokers and the app agree on. Brokers set the ``original-*`` ones when they
-# dead-letter or retry a delivery; the app supplies the error ones.
-XH_ATTEMPT = "x-actorbus-attempt"
-"""Header: the attempt number (1-based) a retried message will be delivered as."""
-XH_REASON = "x-actorbus-reason"
-"""Header: why a message was dead-lettered (``handler-error``, ``decode-error``, …)."""
-XH_ERROR_TYPE = "x-actorbus-error-type"
-"""Header: the class name of the exception that dead-lettered the message."""
-XH_ERROR_MESSAGE = "x-actorbus-error-message"
-"""Header: the exception's message (truncated)."""
-XH_ATTEMPTS = "x-actorbus-attempts"
-"""Header: how many attempts were made before dead-lettering."""
-XH_ORIGINAL_EXCHANGE = "x-actorbus-original-exchange"
-"""Header: the exchange the message was first published to."""
-XH_ORIGINAL_ROUTING_KEY = "x-actorbus-original-routing-key"
-"""Header: the routing key the message was first published with."""
-XH_ORIGINAL_QUEUE = "x-actorbus-original-queue"
-"""Header: the queue the message was consumed from when it was dead-lettered."""
 
 
 def nearest_tier(tiers: Sequence[float], delay: float) -> float:
@@ -164,28 +135,6 @@ class Topology:
             queues=tuple(dict.fromkeys(self.queues + other.queues)),
             bindings=tuple(dict.fromkeys(self.bindings + other.bindings)),
         )
-
-
-class OutboundMessage(msgspec.Struct, gc=False):
-    """A message to publish: where to, its envelope and its encoded body.
-
-    A msgspec Struct, built in C: one is created per published message.
-
-    Attributes:
-        exchange: The exchange to publish to; :data:`DEFAULT_EXCHANGE` routes by queue name.
-        envelope: The metadata; ``envelope.routing_key`` is the routing key used.
-        body: The encoded payload.
-        mandatory: Fail with :class:`~actorbus.exceptions.UnroutableError` if no queue
-            receives the message.
-    """
-
-    exchange: str
-    envelope: Envelope
-    body: bytes
-    mandatory: bool = True
-
-    def __repr__(self) -> str:
-        return f"OutboundMessage(exchange={self.exchange!r}, envelope={self.envelope!r})"
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
 from ._codec import schema_of as schema_of
 from ._envelope import Envelope as Envelope
+from ._envelope import OutboundMessage as OutboundMessage
 from ._registry import SCHEMA_VERSION_HEADER as SCHEMA_VERSION_HEADER
 from ._registry import DecodeFunction as DecodeFunction
 from ._registry import MessageDecoder as MessageDecoder
@@ -46,6 +47,7 @@ __all__ = (
     "Event",
     "JsonCodec",
     "Message",
+    "OutboundMessage",
     "MessageDecoder",
     "MessageMeta",
     "MessageRegistry",

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ("Envelope",)
+__all__ = ("Envelope", "OutboundMessage")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -48,3 +48,25 @@ class Envelope(msgspec.Struct, gc=False, repr_omit_defaults=True):
     timestamp: float | None = None
     redelivered: bool = False
     attempt: int = 1
+
+
+class OutboundMessage(msgspec.Struct, gc=False):
+    """A message to publish: where to, its envelope and its encoded body.
+
+    A msgspec Struct, built in C: one is created per published message.
+
+    Attributes:
+        exchange: The exchange to publish to; ``""`` (the default exchange) routes by queue name.
+        envelope: The metadata; ``envelope.routing_key`` is the routing key used.
+        body: The encoded payload.
+        mandatory: Fail with :class:`~actorbus.exceptions.UnroutableError` if no queue
+            receives the message.
+    """
+
+    exchange: str
+    envelope: Envelope
+    body: bytes
+    mandatory: bool = True
+
+    def __repr__(self) -> str:
+        return f"OutboundMessage(exchange={self.exchange!r}, envelope={self.envelope!r})"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from .._backoff import Backoff as Backoff
 from ._actor import Actor as Actor
 from ._actor import ActorRef as ActorRef
-from ._backoff import Backoff as Backoff
 from ._mailbox import MailboxStatistics as MailboxStatistics
 from ._supervisor import ChildSpec as ChildSpec
 from ._supervisor import Restart as Restart

@@ -14,7 +14,7 @@ import anyio
 
 from actorbus.exceptions import ActorStoppedError, ConfigurationError, MailboxFullError
 
-from ._backoff import _is_count
+from .._backoff import is_count
 
 __all__ = ("Mailbox", "MailboxStatistics")
 
@@ -77,7 +77,7 @@ class Mailbox:
     )
 
     def __init__(self, name: str, capacity: int) -> None:
-        if not _is_count(capacity, minimum=1):
+        if not is_count(capacity, minimum=1):
             raise ConfigurationError(
                 f"mailbox size of actor {name!r} must be a positive integer, got {capacity!r}"
             )

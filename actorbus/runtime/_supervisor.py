@@ -29,8 +29,8 @@ from actorbus.exceptions import (
     SupervisorGaveUpError,
 )
 
+from .._backoff import Backoff, is_count
 from ._actor import Actor, ActorRef, _Ask, _Cell, _Failure, _Readiness, _refuse, _Run, run_actor
-from ._backoff import Backoff, _is_count
 
 __all__ = ("ChildSpec", "Restart", "RestartStrategy", "SupervisorRef", "SupervisorSpec")
 
@@ -94,7 +94,7 @@ class ChildSpec:
                 f"got {self.factory!r}"
             )
         size = self.mailbox_size
-        if not _is_count(size, minimum=1):
+        if not is_count(size, minimum=1):
             raise ConfigurationError(
                 f"mailbox_size of child {self.name!r} must be a positive integer, got {size!r}"
             )
@@ -163,7 +163,7 @@ class SupervisorSpec:
                 f"got {self.strategy!r}"
             )
         restarts = self.max_restarts
-        if not _is_count(restarts, minimum=0):
+        if not is_count(restarts, minimum=0):
             raise ConfigurationError(
                 f"max_restarts of supervisor {self.name!r} must be an integer >= 0, "
                 f"got {restarts!r}"

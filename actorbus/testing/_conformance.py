@@ -33,7 +33,7 @@ import anyio
 import pytest
 from anyio.abc import TaskGroup
 
-from ..brokers._protocol import (
+from ..brokers import (
     DEFAULT_EXCHANGE,
     XH_ATTEMPT,
     XH_ERROR_TYPE,
@@ -52,7 +52,7 @@ from ..brokers._protocol import (
     Topology,
 )
 from ..exceptions import QueueNotFoundError, TopologyError, UnroutableError
-from ..messages._envelope import Envelope
+from ..messages import Envelope
 
 __all__ = (
     "BrokerConformance",

@@ -10,7 +10,6 @@ consuming.
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,11 +19,12 @@ import aiormq
 import aiormq.abc
 from yarl import URL
 
+from ..._backoff import Backoff
 from ..._log import get_logger
 from ...exceptions import BrokerConnectionError, ConfigurationError
 from .._url import redact
 
-__all__ = ("AmqpOptions", "ConnectionManager", "Endpoint", "backoff_delays", "parse_amqp_url")
+__all__ = ("AmqpOptions", "ConnectionManager", "Endpoint", "reconnect_backoff", "parse_amqp_url")
 
 _log = get_logger("actorbus.brokers.amqp")
 
@@ -196,21 +196,16 @@ def make_ssl_context(
     return context
 
 
-def backoff_delays(initial: float, maximum: float) -> Callable[[], float]:
-    """Return a function giving the next delay of an exponential backoff with full jitter.
+def reconnect_backoff(initial: float, maximum: float) -> Backoff:
+    """Return the reconnection schedule: attempt ``n`` waits a random time in ``[d/2, d]``.
 
-    The n-th call returns a random delay in ``[d/2, d]`` with ``d = min(maximum,
-    initial * 2**n)``, so that many clients losing the same broker do not reconnect in step.
+    ``d = min(maximum, initial * 2 ** (n - 1))``: exponential with wide jitter, so that many
+    clients losing the same broker do not reconnect in step. It is the one
+    :class:`~actorbus._backoff.Backoff`, centred on ``3d/4`` with a jitter of a third.
     """
-    attempt = 0
-
-    def next_delay() -> float:
-        nonlocal attempt
-        ceiling = min(maximum, initial * (2**attempt))
-        attempt = min(attempt + 1, 30)
-        return random.uniform(ceiling / 2, ceiling)
-
-    return next_delay
+    return Backoff(
+        initial=0.75 * initial, factor=2.0, maximum=0.75 * max(maximum, initial), jitter=1 / 3
+    )
 
 
 class ConnectionManager:
@@ -335,7 +330,7 @@ class ConnectionManager:
             await self._reconnect()
 
     async def _reconnect(self) -> None:
-        next_delay = backoff_delays(self._reconnect_delay, self._reconnect_max_delay)
+        next_delay = reconnect_backoff(self._reconnect_delay, self._reconnect_max_delay).delays()
         attempts = 0
         while not self.closing:
             attempts += 1

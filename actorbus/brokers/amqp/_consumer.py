@@ -24,8 +24,9 @@ import aiormq.abc
 from pamqp.commands import Basic
 
 from ..._log import get_logger
-from ...messages._envelope import Envelope
-from .._protocol import (
+from ...messages import Envelope
+from .._deadletter import (
+    BROKER_DEATH_HEADERS,
     XH_ATTEMPT,
     XH_ATTEMPTS,
     XH_ERROR_MESSAGE,
@@ -34,9 +35,9 @@ from .._protocol import (
     XH_ORIGINAL_QUEUE,
     XH_ORIGINAL_ROUTING_KEY,
     XH_REASON,
-    DeliveryCallback,
 )
-from ._connection import backoff_delays
+from .._protocol import DeliveryCallback
+from ._connection import reconnect_backoff
 from ._inline import InlineCallback, InlineDeliveries
 from ._inline import supported as inline_supported
 from ._publisher import XH_CAUSATION_ID, build_properties
@@ -53,12 +54,6 @@ _EMPTY: Mapping[str, Any] = {}
 #: Seconds an ack may wait to be sent with others (bounded also by a quarter of the prefetch).
 ACK_LINGER = 0.005
 _X_DELIVERY_COUNT = "x-delivery-count"
-# Headers RabbitMQ adds when it dead-letters; a copy we publish must not carry them, or the
-# broker would read them as its own history.
-_BROKER_DEATH_HEADERS = frozenset(
-    {"x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange",
-     "x-last-death-queue", "x-last-death-reason", "x-last-death-exchange", _X_DELIVERY_COUNT}
-)  # fmt: skip
 
 
 class ChannelAcker:
@@ -261,7 +256,7 @@ class AmqpDelivery:
             await acker.reject(self._tag, requeue=requeue)
 
     def _copy_headers(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
-        headers = {k: v for k, v in self.envelope.headers.items() if k not in _BROKER_DEATH_HEADERS}
+        headers = {k: v for k, v in self.envelope.headers.items() if k not in BROKER_DEATH_HEADERS}
         if extra:
             headers.update(extra)
         return headers
@@ -583,7 +578,9 @@ class AmqpSubscription:
         manager = broker._manager
         if manager is None:  # pragma: no cover - subscriptions exist only while entered
             return
-        next_delay = backoff_delays(broker._reconnect_delay, broker._reconnect_max_delay)
+        next_delay = reconnect_backoff(
+            broker._reconnect_delay, broker._reconnect_max_delay
+        ).delays()
         while not self._cancelled and not broker._closing:
             connection = manager.connection
             if connection is None or not manager.ready.is_set():

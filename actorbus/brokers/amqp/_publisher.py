@@ -22,7 +22,7 @@ from pamqp.commands import Basic
 
 from ..._log import get_logger
 from ...exceptions import BrokerConnectionError, PublishError, PublishTooLargeError
-from ...messages._envelope import Envelope
+from ...messages import Envelope
 from .._protocol import OutboundMessage
 from ._connection import ConnectionManager
 from ._errors import translate

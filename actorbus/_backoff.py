@@ -1,14 +1,19 @@
-"""A pure backoff schedule: exponential growth, a cap, and jitter."""
+"""A pure backoff schedule: exponential growth, a cap, and jitter.
+
+The one backoff of actorbus, at the bottom of the package so that every layer can use it:
+supervisors (restart delays), retry policies (redelivery delays) and brokers (reconnection).
+"""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from actorbus.exceptions import ConfigurationError
+from .exceptions import ConfigurationError
 
-__all__ = ("Backoff",)
+__all__ = ("Backoff", "is_count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,22 @@ class Backoff:
         spread = rng.uniform(-1.0, 1.0) if rng is not None else random.uniform(-1.0, 1.0)
         return base * (1.0 + self.jitter * spread)
 
+    def delays(self, rng: random.Random | None = None) -> Callable[[], float]:
+        """Return a function giving the delay of attempt 1, 2, 3, … on successive calls.
 
-def _is_count(value: object, *, minimum: int) -> bool:
+        For loops that retry until they succeed (reconnecting to a broker): each call is the
+        next attempt; a new function starts again from the first.
+        """
+        attempt = 0
+
+        def next_delay() -> float:
+            nonlocal attempt
+            attempt = min(attempt + 1, 64)  # past the cap long before; keeps the int small
+            return self.delay(attempt, rng)
+
+        return next_delay
+
+
+def is_count(value: object, *, minimum: int) -> bool:
     """Whether ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

@@ -63,3 +63,21 @@ def test_invalid_values_are_rejected(kwargs: dict[str, float], message: str) -> 
 def test_zero_initial_delay_stays_zero_however_many_attempts() -> None:
     # 2.0 ** 1024 overflows a float; that must not turn "no delay" into the maximum.
     assert Backoff(initial=0.0, factor=2.0, maximum=30.0).delay(5000) == 0.0
+
+
+def test_delays_counts_attempts_from_one_per_schedule() -> None:
+    backoff = Backoff(initial=1.0, factor=2.0, maximum=5.0, jitter=0.0)
+    first = backoff.delays()
+    assert [first() for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert backoff.delays()() == 1.0  # a new schedule starts again
+
+
+def test_reconnect_backoff_waits_between_half_and_all_of_the_doubling_delay() -> None:
+    from actorbus.brokers.amqp._connection import reconnect_backoff
+
+    rng = random.Random(7)
+    backoff = reconnect_backoff(0.1, 1.0)
+    for attempt in range(1, 12):
+        ceiling = min(1.0, 0.1 * 2 ** (attempt - 1))
+        for _ in range(50):
+            assert ceiling / 2 - 1e-9 <= backoff.delay(attempt, rng) <= ceiling + 1e-9
