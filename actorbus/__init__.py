@@ -8,6 +8,7 @@ supervision; knows no broker) / ``brokers`` (memory, amqp; know no actor) / ``me
 from __future__ import annotations
 
 from . import exceptions as exceptions
+from ._version import __version__ as __version__
 from .app import App as App
 from .app import HandlerContext as HandlerContext
 from .app import RetryPolicy as RetryPolicy
@@ -29,8 +30,6 @@ from .runtime import ActorSystem as ActorSystem
 from .runtime import ChildSpec as ChildSpec
 from .runtime import RestartStrategy as RestartStrategy
 from .runtime import SupervisorSpec as SupervisorSpec
-
-__version__ = "0.1.0"
 
 __all__ = (
     "Actor",

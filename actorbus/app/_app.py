@@ -24,98 +24,24 @@ from ..brokers import (
 )
 from ..exceptions import ConfigurationError
 from ..messages import Command, JsonCodec, Message, MessageRegistry
+from ..observe import Tracer, build_tracer, metrics_address, parse_address
 from ..runtime import ActorRef, ActorSystem, ChildSpec, SupervisorSpec
-from ._context import Outgoing
+from ._context import ServiceContext
 from ._inbox import Inbox, MemoryInbox
+from ._outgoing import Outgoing
 from ._pipeline import ConsumerActor, Pipeline
 from ._service import Service
-from ._tracing import Tracer, build_tracer
 
 if TYPE_CHECKING:
     from typing import Self
 
     from prometheus_client import CollectorRegistry
 
-    from ._metrics import AppMetrics
+    from ..observe import AppMetrics
 
-__all__ = ("App", "ServiceContext")
+__all__ = ("App",)
 
 _log = get_logger("actorbus.app")
-
-
-class ServiceContext:
-    """What a service's start-up hooks and HTTP endpoints work with.
-
-    Attributes:
-        service: The service.
-        app: The running app.
-        data_dir: The service's own directory for persistent state (created on start).
-        state: A place for the service's resources (a database connection, a store).
-    """
-
-    def __init__(self, service: Service, app: App, data_dir: Path) -> None:
-        self.service = service
-        self.app = app
-        self.data_dir = data_dir
-        self.state: dict[str, Any] = {}
-        self.log: Any = get_logger("actorbus.app", service=service.name)
-        # Counted under this service's name when metrics are on (see App.__init__).
-        self._publish: Callable[[OutboundMessage], Awaitable[None]] = app.broker.publish
-        # This service's exchanges: services of one App may publish to different ones.
-        self.outgoing = Outgoing(
-            app.codec, service.exchange, service.command_exchange, tracer=app._tracer
-        )
-
-    async def publish(
-        self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
-    ) -> None:
-        """Publish ``event`` now and wait for the broker's confirm.
-
-        It continues the current trace (an HTTP request's, or the one made current with
-        :func:`~actorbus.app.continue_trace`), or starts one.
-        """
-        build = self.outgoing.build
-        await self._publish(build(event, correlation_id=correlation_id, causation_id=causation_id))
-
-    async def send(
-        self,
-        command: Command,
-        *,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-        expect_reply: bool = False,
-    ) -> None:
-        """Send ``command`` now; with ``expect_reply`` the reply comes to this service's queue."""
-        await self._publish(
-            self.outgoing.build(
-                command,
-                correlation_id=correlation_id,
-                causation_id=causation_id,
-                reply_to=self.service.queue.name if expect_reply else None,
-            )
-        )
-
-    async def reply(
-        self,
-        message: Message,
-        *,
-        reply_to: str,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-    ) -> None:
-        """Send ``message`` as the reply to a command, straight to the ``reply_to`` queue.
-
-        For replies that are sent later than the handler of the command (e.g. from an
-        outbox); inside a handler, ``ctx.reply()`` does this and flushes before the ack.
-        """
-        await self._publish(
-            self.outgoing.build(
-                message,
-                correlation_id=correlation_id,
-                causation_id=causation_id,
-                to_queue=reply_to,
-            )
-        )
 
 
 class App:
@@ -204,16 +130,10 @@ class App:
                 self.registry.add_upcaster(old, new, fn)
         self._tracer: Tracer | None = build_tracer(tracing)
         self.metrics: AppMetrics | None = self._build_metrics(metrics, metrics_port)
-        self._metrics_address = _metrics_address(metrics_port)
+        self._metrics_address = metrics_address(metrics_port)
         self.metrics_address: tuple[str, int] | None = None
-        self.contexts = {
-            s.name: ServiceContext(s, self, self.data_dir / s.name) for s in self.services
-        }
-        self._publish = self.broker.publish
-        if self.metrics is not None:
-            self._publish = self._measured_publisher("").publish
-            for name, ctx in self.contexts.items():
-                ctx._publish = self._measured_publisher(name).publish
+        self.contexts = {s.name: self._context(s) for s in self.services}
+        self._publish = self._publisher("")
         first = self.services[0] if self.services else None
         self.exchange = exchange or (first.exchange if first else "actorbus.events")
         self.command_exchange = command_exchange or (
@@ -234,6 +154,27 @@ class App:
     def __repr__(self) -> str:
         return f"App(services={[s.name for s in self.services]}, broker={self.broker.url!r})"
 
+    @property
+    def tracer(self) -> Tracer | None:
+        """The App's tracer (``None`` with ``tracing=False``)."""
+        return self._tracer
+
+    def _publisher(self, service: str) -> Callable[[OutboundMessage], Awaitable[None]]:
+        """Return how ``service`` (``""``: the App) publishes: counted when metrics are on."""
+        if self.metrics is None:
+            return self.broker.publish
+        publish: Callable[[OutboundMessage], Awaitable[None]]
+        publish = self._measured_publisher(service).publish
+        return publish
+
+    def _context(self, service: Service) -> ServiceContext:
+        outgoing = Outgoing(
+            self.codec, service.exchange, service.command_exchange, tracer=self._tracer
+        )
+        return ServiceContext(
+            service, self, self.data_dir / service.name, outgoing, self._publisher(service.name)
+        )
+
     def _build_metrics(self, setting: Any, port: str | int | None) -> AppMetrics | None:
         """Decide once whether this App counts metrics; import prometheus_client only if so."""
         if setting is False:
@@ -248,9 +189,11 @@ class App:
                     "metrics need prometheus-client: pip install 'actorbus[metrics]'"
                 )
             return None
-        from ._metrics import AppMetrics
+        from ..observe import AppMetrics  # prometheus-client: only when it is installed
 
-        return AppMetrics(self, registry=None if setting is True else setting)
+        queues = {s.name: s.queue.name for s in self.services}
+        registry = None if setting is True else setting
+        return AppMetrics(queues, self.broker, lambda: self.is_ready, registry=registry)
 
     def _measured_publisher(self, service: str) -> Any:
         if self.metrics is None:  # pragma: no cover - only called with metrics
@@ -374,7 +317,9 @@ class App:
                 self._subscriptions.append(sub)
 
     async def _start_http(self, stack: contextlib.AsyncExitStack, address: tuple[str, int]) -> None:
-        from ._http import HttpServer, build_asgi
+        # The http extra (Starlette, uvicorn): imported only when a front door is served.
+        from ..observe import HttpServer
+        from ._front_door import build_asgi
 
         host, port = address
         server = HttpServer(build_asgi(self), host, port)
@@ -386,20 +331,21 @@ class App:
     async def _start_metrics_server(
         self, stack: contextlib.AsyncExitStack, address: tuple[str, int]
     ) -> None:
-        from ._metrics import MetricsServer
+        from ..observe import HttpServer, metrics_asgi  # uvicorn: only with a metrics port
 
         if self.metrics is None:  # pragma: no cover - checked in __init__
             raise ConfigurationError("metrics_port needs metrics")
         host, port = address
-        server = MetricsServer(self.metrics.registry, host, port)
+        asgi = metrics_asgi(self.metrics.registry)
+        server = HttpServer(asgi, host, port, what="metrics", option="--metrics")
         tg = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(tg.cancel_scope.cancel)
+        stack.push_async_callback(server.stop)
         await tg.start(server.run)
         self.metrics_address = server.address
 
     def asgi(self) -> Any:
         """Return the ASGI app of the HTTP front door, to mount in your own ASGI server."""
-        from ._http import build_asgi
+        from ._front_door import build_asgi  # the http extra: only when asked for
 
         return build_asgi(self)
 
@@ -482,31 +428,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 async def _await(awaitable: Awaitable[None]) -> None:
     await awaitable
-
-
-def parse_address(value: str, what: str = "HTTP") -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (``[::1]:8000`` for IPv6).
-
-    Raises:
-        ConfigurationError: It is not ``HOST:PORT`` with a port in 0-65535.
-    """
-    host, sep, port_text = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigurationError(
-            f"invalid {what} address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8000"
-        )
-    return host, int(port_text)
-
-
-def _metrics_address(port: str | int | None) -> tuple[str, int] | None:
-    if port is None:
-        return None
-    if isinstance(port, int) and not isinstance(port, bool):
-        if not 0 <= port <= 65535:
-            raise ConfigurationError(f"invalid metrics port {port!r}: expected 0-65535")
-        return ("127.0.0.1", port)
-    return parse_address(str(port), "metrics")
 
 
 def _deliver_to(ref: ActorRef) -> Any:

@@ -1,133 +1,153 @@
-"""HandlerContext: what a handler may do with the message it handles."""
+"""The contexts handlers and endpoints work with: ServiceContext (per service), HandlerContext
+(per delivery)."""
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from .._log import get_logger
-from ..brokers import DEFAULT_EXCHANGE, OutboundMessage
 from ..exceptions import ConfigurationError
-from ..messages import SCHEMA_VERSION_HEADER, Command, Envelope, JsonCodec, Message
-from ._tracing import TRACEPARENT, current_trace
+from ..messages import Command, Envelope, Message, OutboundMessage
+from ..observe import current_trace
+from ._outgoing import Outgoing
 
 if TYPE_CHECKING:
-    from ._app import ServiceContext
-    from ._tracing import Tracer
+    from ..brokers import Broker, QueueSpec
 
-__all__ = ("HandlerContext", "HandlerSite", "Outgoing")
+__all__ = ("AppHandle", "HandlerContext", "HandlerSite", "ServiceContext", "ServiceInfo")
 
 
 _log = get_logger("actorbus.app")
 
 
-class _Route:
-    """Where messages of one type go; computed once per type."""
+class ServiceInfo(Protocol):
+    """What a context knows of its :class:`~actorbus.Service`: its name and its queue."""
 
-    __slots__ = ("exchange", "headers", "mandatory", "type")
+    @property
+    def name(self) -> str:
+        """The service's name."""
+        ...
 
-    def __init__(self, exchange: str, type_: str, version: int, mandatory: bool) -> None:
-        self.exchange = exchange
-        self.type = type_
-        self.mandatory = mandatory
-        # Shared by every message of the type: brokers copy, never mutate, headers.
-        self.headers = {SCHEMA_VERSION_HEADER: version}
+    @property
+    def queue(self) -> QueueSpec:
+        """The service's queue."""
+        ...
 
 
-class Outgoing:
-    """Turns messages into :class:`~actorbus.brokers.OutboundMessage` s: encode and address.
+class AppHandle(Protocol):
+    """What a service's context sees of the :class:`~actorbus.App` that runs it."""
 
-    Events go to the events exchange under their routing key; commands to the command
-    exchange under their name; replies to the default exchange under the ``reply_to`` queue.
-    Each type's address is worked out once. With a tracer, every message gets the
-    ``traceparent`` of a new span in the current trace (or of a new trace).
+    @property
+    def broker(self) -> Broker:
+        """The App's broker."""
+        ...
+
+    @property
+    def is_ready(self) -> bool:
+        """Started, the broker connected, and every consumer consuming."""
+        ...
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The address the front door listens on, once started."""
+        ...
+
+    async def publish(
+        self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> None:
+        """Publish ``event`` to the App's events exchange and wait for the confirm."""
+        ...
+
+
+class ServiceContext:
+    """What a service's start-up hooks and HTTP endpoints work with.
 
     Args:
-        codec: Encodes message bodies.
-        exchange: The events exchange.
-        command_exchange: The commands exchange.
-        tracer: Adds trace context headers; ``None`` adds none.
-    """
+        service: The service.
+        app: The App running it.
+        data_dir: The service's directory for persistent state.
+        outgoing: Encodes and addresses what the service publishes.
+        publish: Publishes one message and waits for the broker's confirm.
 
-    __slots__ = ("_codec", "_command_exchange", "_exchange", "_routes", "_tracer")
+    Attributes:
+        service: The service.
+        app: The running app.
+        publisher: Publishes one built message (counted in metrics when they are on).
+        data_dir: The service's own directory for persistent state (created on start).
+        state: A place for the service's resources (a database connection, a store).
+    """
 
     def __init__(
         self,
-        codec: JsonCodec,
-        exchange: str,
-        command_exchange: str,
-        tracer: Tracer | None = None,
+        service: ServiceInfo,
+        app: AppHandle,
+        data_dir: Path,
+        outgoing: Outgoing,
+        publish: Callable[[OutboundMessage], Awaitable[None]],
     ) -> None:
-        self._codec = codec
-        self._exchange = exchange
-        self._command_exchange = command_exchange
-        self._tracer = tracer
-        self._routes: dict[type[Message], _Route] = {}
+        self.service = service
+        self.app = app
+        self.data_dir = data_dir
+        self.state: dict[str, Any] = {}
+        self.log: Any = get_logger("actorbus.app", service=service.name)
+        # This service's exchanges: services of one App may publish to different ones.
+        self.outgoing = outgoing
+        # Counted under this service's name when metrics are on (see App.__init__).
+        self.publisher = publish
 
-    def _route(self, message_type: type[Message]) -> _Route:
-        key: str | None = getattr(message_type, "__routing_key__", None)
-        if not key:
-            raise ConfigurationError(
-                f"cannot publish {message_type.__qualname__}: it declares no routing key"
-            )
-        command = issubclass(message_type, Command)
-        exchange = self._command_exchange if command else self._exchange
-        route = self._routes[message_type] = _Route(
-            exchange, key, message_type.__version__, mandatory=command
-        )
-        return route
+    async def publish(
+        self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> None:
+        """Publish ``event`` now and wait for the broker's confirm.
 
-    def build(
+        It continues the current trace (an HTTP request's, or the one made current with
+        :func:`~actorbus.app.continue_trace`), or starts one.
+        """
+        build = self.outgoing.build
+        await self.publisher(build(event, correlation_id=correlation_id, causation_id=causation_id))
+
+    async def send(
         self,
-        message: Message,
+        command: Command,
         *,
         correlation_id: str | None = None,
         causation_id: str | None = None,
-        reply_to: str | None = None,
-        to_queue: str | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> OutboundMessage:
-        """Encode ``message`` and address it.
-
-        Args:
-            message: The event, command or reply.
-            correlation_id: The business flow's id (e.g. the order id).
-            causation_id: The id of the message whose handling produced this one.
-            reply_to: The queue a command's reply should be sent to.
-            to_queue: Send straight to this queue through the default exchange (replies).
-            headers: Extra headers merged over the type's headers; a ``traceparent`` among
-                them is kept as it is.
-        """
-        cls = type(message)
-        route = self._routes.get(cls) or self._route(cls)
-        tracer = self._tracer
-        if tracer is None:
-            hdrs = route.headers if headers is None else {**route.headers, **headers}
-        elif headers:
-            hdrs = {**route.headers, **headers}
-            if TRACEPARENT not in hdrs:
-                tracer.inject(hdrs, route.type, to_queue or route.exchange)
-        else:
-            hdrs = route.headers.copy()
-            tracer.inject(hdrs, route.type, to_queue or route.exchange)
-        envelope = Envelope(
-            message.message_id,
-            route.type,
-            to_queue if to_queue is not None else route.type,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            reply_to=reply_to,
-            headers=hdrs,
-            timestamp=time.time(),
+        expect_reply: bool = False,
+    ) -> None:
+        """Send ``command`` now; with ``expect_reply`` the reply comes to this service's queue."""
+        await self.publisher(
+            self.outgoing.build(
+                command,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                reply_to=self.service.queue.name if expect_reply else None,
+            )
         )
-        if to_queue is not None:
-            return OutboundMessage(DEFAULT_EXCHANGE, envelope, self._codec.encode(message))
-        # An event nobody subscribes to is not an error (the publisher does not know who
-        # listens); a command or a reply that reaches no queue is.
-        return OutboundMessage(
-            route.exchange, envelope, self._codec.encode(message), mandatory=route.mandatory
+
+    async def reply(
+        self,
+        message: Message,
+        *,
+        reply_to: str,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> None:
+        """Send ``message`` as the reply to a command, straight to the ``reply_to`` queue.
+
+        For replies that are sent later than the handler of the command (e.g. from an
+        outbox); inside a handler, ``ctx.reply()`` does this and flushes before the ack.
+        """
+        await self.publisher(
+            self.outgoing.build(
+                message,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                to_queue=reply_to,
+            )
         )
 
 

@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
-from .._log import get_logger
+from .._log import get_logger, log_context_var
 from ..brokers import (
     XH_ATTEMPTS,
     XH_ERROR_MESSAGE,
@@ -39,16 +38,15 @@ from ..exceptions import (
     UnsupportedVersionError,
 )
 from ..messages import SCHEMA_VERSION_HEADER, MessageRegistry
+from ..observe import CURRENT_TRACE, LOG_TRACE_ID, consumer_context
 from ..runtime import Actor
-from ._context import HandlerContext, HandlerSite, Outgoing
+from ._context import HandlerContext, HandlerSite, ServiceContext
 from ._inbox import Inbox
+from ._outgoing import Outgoing
 from ._service import Handler, RetryPolicy, Service
-from ._tracing import CURRENT_TRACE, LOG_TRACE_ID, consumer_context
 
 if TYPE_CHECKING:
-    from ._app import ServiceContext
-    from ._metrics import QueueMetrics, TypeMetrics
-    from ._tracing import Span, Tracer
+    from ..observe import QueueMetrics, Span, Tracer, TypeMetrics
 
 __all__ = ("ConsumerActor", "Pipeline")
 
@@ -63,19 +61,11 @@ _ACCEPTED = frozenset({_JSON, "", "application/octet-stream"})
 _clock = time.perf_counter
 
 
-# structlog's own contextvars for the ids of the delivery whose handler runs, so every log
+# structlog's context variables for the ids of the delivery whose handler runs, so every log
 # line the handler emits (through any logger; structlog's ``merge_contextvars``) carries
-# them. Fetched once: setting one directly costs ~0.1 µs, ``bind_contextvars`` ~0.5 µs a key.
-# (The trace id is bound by the tracer's span, for the whole delivery.)
-def _log_var(key: str) -> Any:
-    token = structlog.contextvars.bind_contextvars(**{key: ...})[key]
-    var = token.var
-    var.reset(token)
-    return var
-
-
-_LOG_CORRELATION_ID = _log_var("correlation_id")
-_LOG_CAUSATION_ID = _log_var("causation_id")
+# them. (The trace id is bound by the tracer's span, for the whole delivery.)
+_LOG_CORRELATION_ID = log_context_var("correlation_id")
+_LOG_CAUSATION_ID = log_context_var("causation_id")
 
 
 class _Route:

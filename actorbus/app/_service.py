@@ -7,15 +7,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..brokers import Binding, ExchangeSpec, QueueSpec, QueueType, Topology
-from ..brokers._protocol import DEFAULT_RETRY_DELAYS
+from .._backoff import Backoff
+from ..brokers import DEFAULT_RETRY_DELAYS, Binding, ExchangeSpec, QueueSpec, QueueType, Topology
 from ..exceptions import ConfigurationError
 from ..messages import Command, Message
-from ..runtime import Backoff
 
 if TYPE_CHECKING:
-    from ._app import ServiceContext
-    from ._context import HandlerContext
+    from ._context import HandlerContext, ServiceContext
 
 __all__ = ("Endpoint", "Handler", "RetryPolicy", "Service", "Startup")
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._options import EXIT_USAGE
+from ._parser import build_parser
+
 __all__ = ("main",)
 
 
@@ -12,13 +15,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit codes: 0 clean stop, 1 a supervisor gave up or the broker failed, 2 usage error.
     """
-    from ._parser import build_parser
-
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     code: int = handler(args)
     return code

@@ -9,18 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from .._log import get_logger
-from ..app._asyncapi import build_asyncapi
+from ..describe import build_asyncapi
 from ..exceptions import ConfigurationError
 from ._imports import resolve_services
 from ._logging import configure_logging
-from ._parser import _env
+from ._options import EXIT_OK, EXIT_USAGE, env
 
 __all__ = ("add_asyncapi_command", "asyncapi_command")
 
 _log = get_logger("actorbus.cli")
-
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 
 def add_asyncapi_command(sub: Any) -> None:
@@ -40,19 +37,19 @@ def add_asyncapi_command(sub: Any) -> None:
         "--output",
         "-o",
         metavar="FILE",
-        default=_env("ACTORBUS_ASYNCAPI_OUTPUT", "-"),
+        default=env("ACTORBUS_ASYNCAPI_OUTPUT", "-"),
         help="where to write the document; '-' is stdout (env ACTORBUS_ASYNCAPI_OUTPUT; default -)",
     )
     parser.add_argument(
         "--title",
         metavar="TEXT",
-        default=_env("ACTORBUS_ASYNCAPI_TITLE", ""),
+        default=env("ACTORBUS_ASYNCAPI_TITLE", ""),
         help="the document's info.title (env ACTORBUS_ASYNCAPI_TITLE; default: TARGET)",
     )
     parser.add_argument(
         "--api-version",
         metavar="VERSION",
-        default=_env("ACTORBUS_ASYNCAPI_VERSION", "1.0.0"),
+        default=env("ACTORBUS_ASYNCAPI_VERSION", "1.0.0"),
         help="the document's info.version, the version of the described API "
         "(env ACTORBUS_ASYNCAPI_VERSION; default 1.0.0)",
     )

@@ -29,7 +29,7 @@ from ..brokers import (
 )
 from ..exceptions import BrokerError, ConfigurationError, QueueNotFoundError
 from ._logging import configure_logging
-from ._parser import add_broker_option
+from ._options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_broker_option
 
 __all__ = ("add_dlq_command",)
 
@@ -82,18 +82,18 @@ def _handler(action: Any) -> Any:
                 error="dlq needs a shared broker: a memory:// broker lives inside one process; "
                 "pass --broker amqp://… (or set ACTORBUS_BROKER)",
             )
-            return 2
+            return EXIT_USAGE
         try:
             code: int = anyio.run(_with_broker, action, args, backend="asyncio")
         except ConfigurationError as exc:
             _log.error("invalid_usage", error=str(exc))
-            return 2
+            return EXIT_USAGE
         except QueueNotFoundError as exc:
             _log.error("queue_not_found", queue=dead_letter_queue(args.queue), error=str(exc))
-            return 1
+            return EXIT_FAILED
         except BrokerError as exc:
             _log.error("broker_unavailable", broker=redact(args.broker), error=str(exc))
-            return 1
+            return EXIT_FAILED
         return code
 
     return run
@@ -113,7 +113,7 @@ async def _list(broker: Broker, args: argparse.Namespace) -> int:
     dlq = dead_letter_queue(args.queue)
     count = await dead_letter_count(broker, args.queue)
     _out(args, {"queue": dlq, "messages": count}, f"{dlq}\t{count}")
-    return 0
+    return EXIT_OK
 
 
 async def _show(broker: Broker, args: argparse.Namespace) -> int:
@@ -127,7 +127,7 @@ async def _show(broker: Broker, args: argparse.Namespace) -> int:
     ]
     data = {"queue": dlq, "messages": msgspec.to_builtins(shown)}
     _out(args, data, "\n".join(lines) or f"{dlq} is empty")
-    return 0
+    return EXIT_OK
 
 
 async def _replay(broker: Broker, args: argparse.Namespace) -> int:
@@ -143,8 +143,8 @@ async def _replay(broker: Broker, args: argparse.Namespace) -> int:
     )
     if args.message_id and not replayed:
         _log.error("message_not_found", queue=dlq, message_id=args.message_id)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 async def _purge(broker: Broker, args: argparse.Namespace) -> int:
@@ -159,7 +159,7 @@ async def _purge(broker: Broker, args: argparse.Namespace) -> int:
         answer = await anyio.to_thread.run_sync(input, prompt)
         if answer.strip().lower() not in ("y", "yes"):
             _out(args, {"queue": dlq, "purged": 0}, "nothing deleted")
-            return 0
+            return EXIT_OK
     purged = await purge_dead_letters(broker, args.queue)
     _out(args, {"queue": dlq, "purged": purged}, f"deleted {purged} message(s) from {dlq}")
-    return 0
+    return EXIT_OK

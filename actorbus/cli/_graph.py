@@ -7,18 +7,16 @@ import sys
 from typing import Any, get_args
 
 from .._log import get_logger
-from ..app._graph import GraphFormat, render_graph
+from ..describe import GraphFormat, render_graph
 from ..exceptions import ConfigurationError
 from ._imports import resolve_services
 from ._logging import configure_logging
-from ._parser import _env
+from ._options import EXIT_OK, EXIT_USAGE, env
 
 __all__ = ("add_graph_command", "graph_command")
 
 _log = get_logger("actorbus.cli")
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 _FORMATS: tuple[GraphFormat, ...] = get_args(GraphFormat)
 
@@ -39,7 +37,7 @@ def add_graph_command(sub: Any) -> None:
     parser.add_argument(
         "--format",
         choices=_FORMATS,
-        default=_env("ACTORBUS_GRAPH_FORMAT", "mermaid"),
+        default=env("ACTORBUS_GRAPH_FORMAT", "mermaid"),
         help=f"{' or '.join(_FORMATS)} (env ACTORBUS_GRAPH_FORMAT; default mermaid)",
     )
     parser.set_defaults(handler=graph_command)

@@ -1,31 +1,35 @@
-"""The subcommand tree. Every option has help text and an ``ACTORBUS_*`` environment fallback."""
+"""The command registry and the parser built from it.
+
+Each command lives in a module of its own with one ``add_<name>_command(subparsers)``
+function; this module lists them, in the order ``--help`` shows them. Options every command
+shares come from :mod:`._options`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import textwrap
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ("build_parser",)
+from .._version import __version__
+from ._asyncapi import add_asyncapi_command
+from ._dlq import add_dlq_command
+from ._graph import add_graph_command
+from ._options import add_log_options
+from ._run import add_run_command
+from ._schema import add_schema_command
 
-DEFAULT_BROKER = "memory://"
-DEFAULT_HTTP = "127.0.0.1:8000"
-DEFAULT_DATA_DIR = ".actorbus"
+__all__ = ("COMMANDS", "build_parser")
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def add_broker_option(parser: argparse.ArgumentParser, default: str = DEFAULT_BROKER) -> None:
-    """Add ``--broker URL`` (fallback: ``ACTORBUS_BROKER``)."""
-    parser.add_argument(
-        "--broker",
-        metavar="URL",
-        default=_env("ACTORBUS_BROKER", default),
-        help="broker URL: memory:// (in-process), amqp://user:pass@host:5672/vhost or amqps://…"
-        f" (env ACTORBUS_BROKER; default {default})",
-    )
+#: The commands, in the order of ``--help``.
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_run_command,
+    add_asyncapi_command,
+    add_graph_command,
+    add_schema_command,
+    add_dlq_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,30 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--log-level",
-        default=_env("ACTORBUS_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="least severe log level shown (env ACTORBUS_LOG_LEVEL; default info)",
-    )
-    parser.add_argument(
-        "--log-format",
-        default=_env("ACTORBUS_LOG_FORMAT", "auto"),
-        choices=["auto", "console", "json"],
-        help="console on a terminal, JSON lines otherwise (env ACTORBUS_LOG_FORMAT; default auto)",
-    )
+    parser.add_argument("--version", action="version", version=f"actorbus {__version__}")
+    add_log_options(parser)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    # Imported here: the command modules import the option helpers above.
-    from ._asyncapi import add_asyncapi_command
-    from ._dlq import add_dlq_command
-    from ._graph import add_graph_command
-    from ._run import add_run_command
-    from ._schema import add_schema_command
-
-    add_run_command(sub)
-    add_asyncapi_command(sub)
-    add_graph_command(sub)
-    add_schema_command(sub)
-    add_dlq_command(sub)
+    for add_command in COMMANDS:
+        add_command(sub)
     return parser

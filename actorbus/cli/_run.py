@@ -20,16 +20,20 @@ from ..exceptions import (
 )
 from ._imports import resolve_services
 from ._logging import configure_logging
-from ._parser import DEFAULT_DATA_DIR, DEFAULT_HTTP, _env, add_broker_option
+from ._options import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_HTTP,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_broker_option,
+    env,
+)
 from ._signals import wait_for_shutdown_signal
 
 __all__ = ("add_run_command", "run_command")
 
 _log = get_logger("actorbus.cli")
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 def add_run_command(sub: Any) -> None:
@@ -49,13 +53,13 @@ def add_run_command(sub: Any) -> None:
     parser.add_argument(
         "--http",
         metavar="HOST:PORT",
-        default=_env("ACTORBUS_HTTP", DEFAULT_HTTP),
+        default=env("ACTORBUS_HTTP", DEFAULT_HTTP),
         help=f"HTTP front door address, or 'off' (env ACTORBUS_HTTP; default {DEFAULT_HTTP})",
     )
     parser.add_argument(
         "--metrics",
         metavar="HOST:PORT",
-        default=_env("ACTORBUS_METRICS", "off"),
+        default=env("ACTORBUS_METRICS", "off"),
         help="also serve Prometheus metrics (GET /metrics) on a port of their own, for "
         "processes without the HTTP front door, or 'off' (env ACTORBUS_METRICS; default off; "
         "needs the metrics extra)",
@@ -63,14 +67,14 @@ def add_run_command(sub: Any) -> None:
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
-        default=_env("ACTORBUS_DATA_DIR", DEFAULT_DATA_DIR),
+        default=env("ACTORBUS_DATA_DIR", DEFAULT_DATA_DIR),
         help=f"where services keep their state (env ACTORBUS_DATA_DIR; default {DEFAULT_DATA_DIR})",
     )
     parser.add_argument(
         "--drain-timeout",
         metavar="SECONDS",
         type=float,
-        default=float(_env("ACTORBUS_DRAIN_TIMEOUT", "10")),
+        default=float(env("ACTORBUS_DRAIN_TIMEOUT", "10")),
         help="on shutdown, how long in-flight messages may finish before they are requeued "
         "(env ACTORBUS_DRAIN_TIMEOUT; default 10)",
     )

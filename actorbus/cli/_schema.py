@@ -8,19 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from .._log import get_logger
-from ..app._schema import build_snapshot, compare_snapshots, dump_snapshot, load_snapshot
+from ..describe import build_snapshot, compare_snapshots, dump_snapshot, load_snapshot
 from ..exceptions import ConfigurationError
 from ._imports import resolve_services
 from ._logging import configure_logging
-from ._parser import _env
+from ._options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, env
 
 __all__ = ("add_schema_command", "schema_command")
 
 _log = get_logger("actorbus.cli")
-
-EXIT_OK = 0
-EXIT_BREAKING = 1
-EXIT_USAGE = 2
 
 
 def add_schema_command(sub: Any) -> None:
@@ -45,14 +41,14 @@ def add_schema_command(sub: Any) -> None:
         "--output",
         "-o",
         metavar="SNAPSHOT",
-        default=_env("ACTORBUS_SCHEMA_OUTPUT", ""),
+        default=env("ACTORBUS_SCHEMA_OUTPUT", ""),
         help="write the snapshot to this file ('-' is stdout; env ACTORBUS_SCHEMA_OUTPUT; "
         "default: stdout unless --check is given)",
     )
     parser.add_argument(
         "--check",
         metavar="SNAPSHOT",
-        default=_env("ACTORBUS_SCHEMA_CHECK", ""),
+        default=env("ACTORBUS_SCHEMA_CHECK", ""),
         help="fail (exit 1) if the code breaks an existing message version of this snapshot "
         "(env ACTORBUS_SCHEMA_CHECK)",
     )
@@ -86,7 +82,7 @@ def schema_command(args: argparse.Namespace) -> int:
                     "(e.g. order.created.v2) beside the old one.",
                 ]
                 sys.stdout.write("\n".join(lines) + "\n")
-                return EXIT_BREAKING
+                return EXIT_FAILED
             if compatible:
                 lines = [
                     f"{args.check}: no breaking change; {len(compatible)} compatible change(s) "

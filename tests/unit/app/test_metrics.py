@@ -314,13 +314,13 @@ async def test_without_prometheus_client_nothing_is_imported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "actorbus.app._metrics")
+    monkeypatch.delitem(sys.modules, "actorbus.observe._metrics")
     probe = Probe()
     async with App([_service(probe)], data_dir=tmp_path) as app:
         assert app.metrics is None
         await app.publish(Job(kind="ok"))
         await probe.wait_for(1)
-    assert "actorbus.app._metrics" not in sys.modules
+    assert "actorbus.observe._metrics" not in sys.modules
     with pytest.raises(ConfigurationError, match=r"pip install 'actorbus\[metrics\]'"):
         App([_service(probe)], metrics_port=0)
 

@@ -20,10 +20,10 @@ from actorbus.app import (
     parse_traceparent,
     trace_headers,
 )
-from actorbus.app._context import Outgoing
-from actorbus.app._tracing import Tracer, consumer_context
+from actorbus.app._outgoing import Outgoing
 from actorbus.brokers.memory import MemoryBroker
 from actorbus.messages import JsonCodec
+from actorbus.observe import Tracer, consumer_context
 from actorbus.testing import Published, RecordingBroker, ServiceHarness, capture_logs
 from services import services
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import structlog
 
-from actorbus.app._asyncapi import build_asyncapi
 from actorbus.cli import main
+from actorbus.describe import build_asyncapi
 
 from ._shop import TARGET, reference_target
 from ._shop import services as shop_services

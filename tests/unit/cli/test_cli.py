@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+import actorbus
 from actorbus.cli import main
 from actorbus.cli._imports import TargetError, resolve_services
 
@@ -122,3 +123,10 @@ def test_bad_http_address_exits_2(project: Path, capsys: pytest.CaptureFixture[s
     code = main(["--log-format", "json", "run", "shop", "--http", "nonsense", "--data-dir", "d"])
     assert code == 2
     assert "invalid HTTP address 'nonsense'" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"actorbus {actorbus.__version__}"

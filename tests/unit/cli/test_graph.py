@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from actorbus.app._graph import render_mermaid, system_graph
 from actorbus.cli import main
+from actorbus.describe import render_mermaid, system_graph
 
 from ._shop import TARGET, reference_target
 from ._shop import services as shop_services

@@ -13,7 +13,8 @@ import pytest
 import structlog
 
 from actorbus import Event, Service
-from actorbus.app._schema import (
+from actorbus.cli import main
+from actorbus.describe import (
     SchemaChange,
     SnapshotError,
     build_snapshot,
@@ -23,7 +24,6 @@ from actorbus.app._schema import (
     load_snapshot,
     message_schema,
 )
-from actorbus.cli import main
 
 from ._shop import TARGET, reference_target
 from ._shop import services as shop_services

@@ -27,9 +27,10 @@ from typing import Any
 
 import msgspec
 
+from ..app import Service
 from ..brokers import DEFAULT_EXCHANGE, ExchangeSpec, QueueSpec
 from ..messages import JsonCodec
-from ._docs import (
+from ._model import (
     MessageInfo,
     SystemDescription,
     camel_id,
@@ -37,7 +38,6 @@ from ._docs import (
     summary_of,
     unique_ids,
 )
-from ._service import Service
 
 __all__ = ("AMQP_BINDING_VERSION", "ASYNCAPI_VERSION", "build_asyncapi", "message_id")
 

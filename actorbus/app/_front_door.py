@@ -1,27 +1,21 @@
-"""The HTTP front door: one ASGI app for every service of a process, served by uvicorn.
+"""The HTTP front door: one ASGI app for every service of a process (routes, probes, metrics).
 
-Needs the ``http`` extra (``pip install 'actorbus[http]'``): Starlette for routing and
-uvicorn as the server. The core library does not import this module.
+Needs the ``http`` extra (``pip install 'actorbus[http]'``): Starlette for routing; it is
+served by :class:`~actorbus.observe.HttpServer`. The core library does not import this
+module; the App imports it when it serves a front door or is asked for :meth:`App.asgi`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
-
-import anyio
-from anyio.abc import TaskStatus
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._log import get_logger
-from ..exceptions import ConfigurationError
-from ._app import parse_address
-from ._service import Endpoint
-from ._tracing import TRACEPARENT, TRACESTATE, Tracer
+from ..observe import TRACEPARENT, TRACESTATE, Tracer
+from ._context import ServiceContext
+from ._service import Endpoint, Service
 
 try:
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
@@ -34,16 +28,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 if TYPE_CHECKING:
-    from ._app import App, ServiceContext
+    from ..brokers import Broker
+    from ..observe import AppMetrics
 
-__all__ = (
-    "Endpoint",
-    "HttpServer",
-    "TraceMiddleware",
-    "build_asgi",
-    "error_response",
-    "parse_address",
-)
+__all__ = ("FrontDoorHost", "TraceMiddleware", "build_asgi", "error_response")
 
 _log = get_logger("actorbus.http")
 
@@ -53,7 +41,41 @@ def error_response(status: int, error: str, detail: Any = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
-def build_asgi(app: App) -> Starlette:
+class FrontDoorHost(Protocol):
+    """What the front door reads of the :class:`~actorbus.App` it serves."""
+
+    @property
+    def services(self) -> Sequence[Service]:
+        """The services whose routes are mounted."""
+        ...
+
+    @property
+    def contexts(self) -> Mapping[str, ServiceContext]:
+        """Per service name, the context its endpoints are called with."""
+        ...
+
+    @property
+    def broker(self) -> Broker:
+        """The broker (its redacted URL is shown by ``/readyz``)."""
+        ...
+
+    @property
+    def is_ready(self) -> bool:
+        """What ``/readyz`` answers."""
+        ...
+
+    @property
+    def metrics(self) -> AppMetrics | None:
+        """What ``/metrics`` serves (``None``: metrics are off)."""
+        ...
+
+    @property
+    def tracer(self) -> Tracer | None:
+        """Continues or starts each request's trace (``None``: no tracing)."""
+        ...
+
+
+def build_asgi(app: FrontDoorHost) -> Starlette:
     """Build the ASGI app: every service's routes plus ``/healthz``, ``/readyz``, ``/metrics``."""
 
     async def healthz(request: Request) -> Response:
@@ -73,7 +95,7 @@ def build_asgi(app: App) -> Starlette:
                 "metrics are not available",
                 "pip install 'actorbus[metrics]', and do not pass metrics=False to the App",
             )
-        from ._metrics import render
+        from ..observe import render  # prometheus-client: present whenever metrics are on
 
         body, content_type = render(app.metrics.registry, request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type})
@@ -83,7 +105,7 @@ def build_asgi(app: App) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    tracer = app._tracer
+    tracer = app.tracer
     for service in app.services:
         ctx = app.contexts[service.name]
         for path, endpoint, methods in service.routes:
@@ -165,74 +187,3 @@ def _bind(
 
     bound.__name__ = getattr(endpoint, "__name__", "endpoint")
     return bound
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the host process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(
-            f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}; "
-            "choose another address with --http HOST:PORT"
-        ) from exc
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
-class HttpServer:
-    """The front door of one process: uvicorn serving :func:`build_asgi`, stopped gracefully.
-
-    Args:
-        asgi: The ASGI application.
-        host: Address to bind; ``127.0.0.1`` unless you mean to expose it.
-        port: Port to bind; 0 picks a free one (see :attr:`address`).
-    """
-
-    def __init__(self, asgi: Any, host: str, port: int) -> None:
-        self._asgi = asgi
-        self._host = host
-        self._port = port
-        self._server: _Server | None = None
-        self._done = anyio.Event()
-        self.address: tuple[str, int] | None = None
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until :meth:`stop` (or cancellation); signal readiness once bound.
-
-        Binding happens before ``task_status.started()``, so a port in use fails the start
-        with a clear :class:`~actorbus.exceptions.ConfigurationError` instead of exiting.
-        """
-        sock = _listen(self._host, self._port)
-        host, port = sock.getsockname()[:2]
-        self.address = (str(host), int(port))
-        config = uvicorn.Config(
-            self._asgi, lifespan="off", log_config=None, access_log=False, server_header=False
-        )
-        self._server = _Server(config)
-        task_status.started()
-        try:
-            await self._server.serve(sockets=[sock])
-        finally:
-            sock.close()
-            self._done.set()
-
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, let open requests finish (up to ``timeout``), then return."""
-        if self._server is None:
-            return
-        self._server.should_exit = True
-        with anyio.move_on_after(timeout, shield=True):
-            await self._done.wait()

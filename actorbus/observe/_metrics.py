@@ -11,19 +11,17 @@ Everything is turned into metric families by one :class:`~prometheus_client.regi
 when ``/metrics`` is scraped, which also reads the gauges (mailbox depth, readiness, actor
 restarts) at that moment, so they cost nothing in between.
 
-All of it runs in the event loop's thread; the standalone metrics server
-(:class:`MetricsServer`) is served by the event loop too, so no lock is needed.
+All of it runs in the event loop's thread; the standalone metrics port (uvicorn serving
+:func:`~actorbus.observe.metrics_asgi`) answers in the event loop too, so no lock is needed.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import anyio
-from anyio.abc import SocketStream, TaskStatus
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -33,21 +31,21 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from .._log import get_logger
-from ..brokers import OutboundMessage, redact
-from ..exceptions import ConfigurationError
+from ..brokers import redact
+from ..messages import OutboundMessage
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+    from ..brokers import Broker
     from ..runtime import ActorRef, SupervisorRef
-    from ._app import App
 
 __all__ = (
     "LATENCY_BUCKETS",
     "AppMetrics",
     "Histogram",
     "MeasuredPublisher",
-    "MetricsServer",
+    "PublishMetrics",
     "QueueMetrics",
     "TypeMetrics",
     "render",
@@ -213,7 +211,9 @@ class AppMetrics:
     """The metrics of one App and the registry they are exported through.
 
     Args:
-        app: The App.
+        queues: Per service name, the queue it consumes (labels the actor gauges).
+        broker: The App's broker (its URL, redacted, and its readiness are exported).
+        ready: Whether the App is ready (``actorbus_app_ready``).
         registry: Where to register; a new :class:`~prometheus_client.CollectorRegistry`
             (with process, platform and GC collectors) if ``None``.
 
@@ -223,8 +223,13 @@ class AppMetrics:
         publishers: Per service name (``""`` for the App itself), what it published.
     """
 
-    def __init__(self, app: App, registry: CollectorRegistry | None = None) -> None:
-        self._app = app
+    def __init__(
+        self,
+        queues: Mapping[str, str],
+        broker: Broker,
+        ready: Callable[[], bool],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         if registry is None:
             registry = CollectorRegistry()
             ProcessCollector(registry=registry)
@@ -235,7 +240,7 @@ class AppMetrics:
         self.publishers: dict[str, PublishMetrics] = {}
         self.supervisors: dict[str, SupervisorRef] = {}
         self.consumers: dict[str, list[ActorRef]] = {}
-        registry.register(_AppCollector(self, app))
+        registry.register(_AppCollector(self, dict(queues), broker, ready))
 
     def queue(self, service: str, queue: str, types: Iterable[str]) -> QueueMetrics:
         """Return (creating) the metrics of ``service``'s ``queue`` for message ``types``."""
@@ -270,9 +275,17 @@ class AppMetrics:
 class _AppCollector(Collector):
     """Turns the App's counters and current state into metric families at scrape time."""
 
-    def __init__(self, metrics: AppMetrics, app: App) -> None:
+    def __init__(
+        self,
+        metrics: AppMetrics,
+        queues: dict[str, str],
+        broker: Broker,
+        ready: Callable[[], bool],
+    ) -> None:
         self._metrics = metrics
-        self._app = app
+        self._queues = queues
+        self._broker = broker
+        self._ready = ready
 
     def collect(self) -> Iterator[Metric]:
         metrics = self._metrics
@@ -353,7 +366,7 @@ class _AppCollector(Collector):
             "Restarts of consumer actors by their supervisor.",
             labels=["service", "actor"],
         )
-        queues = {s.name: s.queue.name for s in self._app.services}
+        queues = self._queues
         for service, refs in list(metrics.consumers.items()):
             for ref in refs:
                 try:
@@ -368,18 +381,18 @@ class _AppCollector(Collector):
                 restarts.add_metric([service, actor], count)
         yield from (depth, capacity, restarts)
 
-        app = self._app
-        url = redact(app.broker.url)
+        broker = self._broker
+        url = redact(broker.url)
         ready = GaugeMetricFamily(
             "actorbus_broker_ready",
             "1 while the broker is connected and every subscription consumes, else 0.",
             labels=["broker"],
         )
-        ready.add_metric([url], 1.0 if app.broker.is_ready else 0.0)
+        ready.add_metric([url], 1.0 if broker.is_ready else 0.0)
         app_ready = GaugeMetricFamily(
             "actorbus_app_ready", "1 while the App is started and its broker ready, else 0."
         )
-        app_ready.add_metric([], 1.0 if app.is_ready else 0.0)
+        app_ready.add_metric([], 1.0 if self._ready() else 0.0)
         yield from (ready, app_ready)
 
 
@@ -387,107 +400,3 @@ def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]
     """Return the exposition of ``registry`` in the format ``accept`` asks for, and its type."""
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
-
-
-_MAX_REQUEST = 16 * 1024
-
-
-class MetricsServer:
-    """A minimal HTTP server for ``GET /metrics``, for processes without the front door.
-
-    It runs in the App's event loop (no thread): a scrape renders the registry there, which
-    is also where the counters are written. Each connection serves one request.
-
-    Args:
-        registry: What to serve.
-        host: Address to bind; ``127.0.0.1`` unless you mean to expose it.
-        port: Port to bind; 0 picks a free one (see :attr:`address`).
-    """
-
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self._registry = registry
-        self._host = host
-        self._port = port
-        self.address: tuple[str, int] | None = None
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; signal readiness once bound."""
-        try:
-            listener = await anyio.create_tcp_listener(
-                local_host=self._host, local_port=self._port, reuse_port=False
-            )
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot listen for metrics on {self._host}:{self._port}: "
-                f"{exc.strerror or exc}; choose another address with --metrics HOST:PORT"
-            ) from exc
-        async with listener:
-            sockname = listener.listeners[0].extra(anyio.abc.SocketAttribute.local_address)
-            self.address = (str(sockname[0]), int(sockname[1]))
-            task_status.started()
-            await listener.serve(self._serve)
-
-    async def _serve(self, stream: SocketStream) -> None:
-        async with stream:
-            try:
-                with anyio.fail_after(10):
-                    request = await _read_head(stream)
-                    await stream.send(self._respond(request))
-            except (TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream, OSError):
-                return
-
-    def _respond(self, head: bytes | None) -> bytes:
-        try:
-            return self._answer(head)
-        except Exception as exc:  # a failing collector must not take the App down
-            _log.warning("metrics_scrape_failed", error=f"{type(exc).__name__}: {exc}")
-            return _response(500, b"internal error\n", "text/plain; charset=utf-8")
-
-    def _answer(self, head: bytes | None) -> bytes:
-        if head is None:
-            return _response(400, b"bad request\n", "text/plain; charset=utf-8")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            return _response(400, b"bad request\n", "text/plain; charset=utf-8")
-        method, target, _ = parts
-        path = target.split("?", 1)[0]
-        if path not in ("/metrics", "/"):
-            return _response(404, b"not found; try /metrics\n", "text/plain; charset=utf-8")
-        if method not in ("GET", "HEAD"):
-            return _response(405, b"method not allowed\n", "text/plain; charset=utf-8")
-        accept = ""
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "accept":
-                accept = value.strip()
-        body, content_type = render(self._registry, accept)
-        return _response(200, b"" if method == "HEAD" else body, content_type, len(body))
-
-
-async def _read_head(stream: SocketStream) -> bytes | None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        if len(data) > _MAX_REQUEST:
-            return None
-        data += await stream.receive()
-    return data.split(b"\r\n\r\n", 1)[0]
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    500: "Internal Server Error",
-}
-
-
-def _response(status: int, body: bytes, content_type: str, length: int | None = None) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body) if length is None else length}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from ..app import Service
 from ..brokers import DEFAULT_EXCHANGE
-from ._docs import SystemDescription, describe_system
-from ._service import Service
+from ._model import SystemDescription, describe_system
 
 __all__ = ("GraphFormat", "render_dot", "render_graph", "render_mermaid", "system_graph")
 

@@ -28,8 +28,11 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
-import structlog
+
+from .._log import log_context_var
+from .._version import __version__
 
 if TYPE_CHECKING:
     from ..messages import Envelope
@@ -41,7 +44,10 @@ __all__ = (
     "Span",
     "TraceContext",
     "Tracer",
+    "CURRENT_TRACE",
+    "LOG_TRACE_ID",
     "build_tracer",
+    "consumer_context",
     "continue_trace",
     "current_trace",
     "extract",
@@ -225,17 +231,7 @@ def continue_trace(headers: Mapping[str, Any] | None) -> Iterator[TraceContext |
         CURRENT_TRACE.reset(token)
 
 
-# structlog's own contextvars (so that ``merge_contextvars``, ``get_contextvars`` and
-# ``clear_contextvars`` see them), fetched once through its public API. Setting a
-# contextvar directly costs ~0.1 µs; ``bind_contextvars`` ~0.5 µs per key.
-def _structlog_var(key: str) -> ContextVar[Any]:
-    token = structlog.contextvars.bind_contextvars(**{key: ...})[key]
-    var: ContextVar[Any] = token.var
-    var.reset(token)
-    return var
-
-
-LOG_TRACE_ID = _structlog_var("trace_id")
+LOG_TRACE_ID = log_context_var("trace_id")
 
 
 class Span:
@@ -335,8 +331,6 @@ class _Otel:
     """The OpenTelemetry modules, imported on first use of :class:`OtelTracer`."""
 
     def __init__(self) -> None:
-        import anyio
-
         # Imported by name: the ``otel`` extra is optional, also for the type checker.
         self.trace = importlib.import_module("opentelemetry.trace")
         self.context = importlib.import_module("opentelemetry.context")
@@ -372,8 +366,6 @@ class OtelTracer(Tracer):
         global _otel
         if _otel is None:
             _otel = _Otel()
-        from .. import __version__
-
         trace = _otel.trace
         self._tracer = (provider or trace.get_tracer_provider()).get_tracer("actorbus", __version__)
 

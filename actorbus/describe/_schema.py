@@ -35,9 +35,9 @@ from typing import Any
 
 import msgspec
 
+from ..app import Service
 from ..exceptions import ConfigurationError
 from ..messages import Command, Message
-from ._service import Service
 
 __all__ = (
     "SNAPSHOT_FORMAT",

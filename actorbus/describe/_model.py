@@ -23,9 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..app import Service
 from ..brokers import DEFAULT_EXCHANGE, Binding, ExchangeSpec
 from ..messages import Command, Message
-from ._service import Service
 
 __all__ = (
     "MessageKind",
