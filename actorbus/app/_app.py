@@ -35,9 +35,7 @@ from ._service import Service
 if TYPE_CHECKING:
     from typing import Self
 
-    from prometheus_client import CollectorRegistry
-
-    from ..observe import AppMetrics
+    from ..observe import AppMetrics, CollectorRegistry
 
 __all__ = ("App",)
 

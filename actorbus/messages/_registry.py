@@ -38,7 +38,6 @@ from ..exceptions import (
 )
 from ._base import Message, MessageMeta, describe, is_concrete
 from ._codec import Codec, JsonCodec
-from ._envelope import Envelope
 from ._upcast import Upcaster, Upcasters
 
 __all__ = ("DecodeFunction", "MessageDecoder", "MessageRegistry", "SCHEMA_VERSION_HEADER")
@@ -455,51 +454,6 @@ class MessageRegistry:
             MessageTooLargeError: The body exceeds the codec's size limit.
         """
         return self._codec.encode(message)
-
-    def envelope(
-        self,
-        message: Message,
-        *,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-        reply_to: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-    ) -> Envelope:
-        """Return the envelope to publish ``message`` with.
-
-        ``message_id`` is the ``eventId``, ``type`` and ``routing_key`` the wire name,
-        ``timestamp`` the ``occurredAt``; the headers carry ``x-schema-version``.
-
-        Args:
-            message: A message of a concrete type (it need not be registered).
-            correlation_id: The business flow's id (e.g. the order id).
-            causation_id: The id of the message whose handling produced this one.
-            reply_to: The queue a command's reply should go to.
-            headers: Extra headers, merged over the schema-version header.
-
-        Raises:
-            ConfigurationError: The message's type is abstract.
-        """
-        type_ = type(message)
-        name = type_.__routing_key__
-        if not name:
-            raise ConfigurationError(
-                f"cannot publish {type_.__qualname__}: it declares no routing key"
-            )
-        all_headers: dict[str, Any] = {SCHEMA_VERSION_HEADER: message.schema_version}
-        if headers:
-            all_headers.update(headers)
-        return Envelope(
-            str(message.event_id),
-            name,
-            name,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            reply_to=reply_to,
-            content_type=self._codec.content_type,
-            headers=all_headers,
-            timestamp=message.occurred_at.timestamp(),
-        )
 
     def _build(self, name: str, target: type[Message]) -> MessageDecoder[Any]:
         by_version = self.versions(name)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._http import metrics_asgi as metrics_asgi
     from ._metrics import LATENCY_BUCKETS as LATENCY_BUCKETS
     from ._metrics import AppMetrics as AppMetrics
+    from ._metrics import CollectorRegistry as CollectorRegistry
     from ._metrics import Histogram as Histogram
     from ._metrics import MeasuredPublisher as MeasuredPublisher
     from ._metrics import PublishMetrics as PublishMetrics
@@ -52,6 +53,7 @@ _LAZY = {
     "metrics_asgi": "._http",
     "LATENCY_BUCKETS": "._metrics",
     "AppMetrics": "._metrics",
+    "CollectorRegistry": "._metrics",
     "Histogram": "._metrics",
     "MeasuredPublisher": "._metrics",
     "PublishMetrics": "._metrics",
@@ -75,6 +77,7 @@ __all__ = (
     "TRACEPARENT",
     "TRACESTATE",
     "AppMetrics",
+    "CollectorRegistry",
     "Histogram",
     "HttpServer",
     "MeasuredPublisher",

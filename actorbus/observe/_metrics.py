@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = (
     "LATENCY_BUCKETS",
     "AppMetrics",
+    "CollectorRegistry",
     "Histogram",
     "MeasuredPublisher",
     "PublishMetrics",

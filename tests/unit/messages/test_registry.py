@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +18,6 @@ from actorbus.exceptions import (
     UnsupportedVersionError,
 )
 from actorbus.messages import (
-    SCHEMA_VERSION_HEADER,
     Event,
     JsonCodec,
     Message,
@@ -492,34 +489,6 @@ def test_upcaster_returning_the_wrong_type_is_a_decode_error() -> None:
     body = registry.encode(OrderCreated(order_id="o", sku="s", qty=1))
     with pytest.raises(DecodeError, match=r"returned OrderCreated, expected OrderCreatedV2"):
         registry.decoder("order.created", target=OrderCreatedV2).decode(body)
-
-
-# ---------------------------------------------------------------------------- envelope
-
-
-def test_envelope_of_a_message(registry: MessageRegistry) -> None:
-    message = OrderCreated(
-        occurred_at=datetime(2024, 5, 1, 12, 30, tzinfo=UTC), order_id="o", sku="s", qty=1
-    )
-    envelope = registry.envelope(
-        message, correlation_id="o", causation_id="c-1", headers={"traceparent": "t"}
-    )
-    assert envelope.message_id == message.message_id
-    assert envelope.type == envelope.routing_key == "order.created"
-    assert envelope.correlation_id == "o"
-    assert envelope.causation_id == "c-1"
-    assert envelope.content_type == "application/json"
-    assert envelope.timestamp == datetime(2024, 5, 1, 12, 30, tzinfo=UTC).timestamp()
-    assert dict(envelope.headers) == {SCHEMA_VERSION_HEADER: 1, "traceparent": "t"}
-    assert uuid.UUID(envelope.message_id) == message.event_id
-
-
-def test_envelope_of_an_abstract_message_is_refused(registry: MessageRegistry) -> None:
-    class Note(Event):
-        text: str
-
-    with pytest.raises(ConfigurationError, match=r"cannot publish .*Note: it declares no"):
-        registry.envelope(Note(text="x"))
 
 
 # ---------------------------------------------------------------------------- property
