@@ -1,24 +1,10 @@
-"""The in-process broker: AMQP semantics with anyio only, and nothing to install.
+"""The connection a service holds: :class:`MemoryBroker`, the Broker protocol on a server.
 
-:class:`MemoryBroker` is the default broker of ``actorbus run`` — a product feature, not a
-test double. It routes through topic, direct and fanout exchanges and the default exchange,
-keeps queues with competing consumers (round-robin), bounds unsettled deliveries by prefetch,
-requeues, retries after a delay (driven by a :class:`~actorbus._clock.Clock`) and
-dead-letters to ``<queue>.dlq``, exactly as the conformance suite in :mod:`actorbus.testing`
-pins for every broker.
-
-State and connections. A ``MemoryBroker`` instance is one *connection* to an in-process
-*server* that holds the exchanges, queues and messages. ``memory://`` gets a private server;
-``memory://<name>`` shares the server with every other open ``MemoryBroker`` of the same name
-in the process (the server lives as long as one of them does). Closing a connection cancels
-its subscriptions and requeues the deliveries it left unsettled, like closing an AMQP channel.
-
-The hot path is synchronous: ``publish`` routes through a cached routing table and, when a
-consumer has prefetch room, calls its ``on_delivery`` callback with a slotted delivery right
-away — no task, lock, dict copy or log line per message.
-
-This module is the connection (:class:`MemoryBroker`) and its fault injection; the server it
-connects to (exchanges, queues, deliveries, subscriptions) is in :mod:`._memory_server`.
+It publishes (routing synchronously through the server's cached routing tables), consumes
+(subscriptions from :mod:`._delivery`), gets, purges, waits out retry delays on its clock, and
+on close or an injected drop requeues what it left unsettled. The server side reaches it only
+through the :class:`~._delivery.Connection` Protocol; fault injection (:mod:`._faults`) gets
+the few callables it needs when the connection builds it.
 """
 
 from __future__ import annotations
@@ -31,9 +17,9 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.lowlevel import checkpoint
 
-from .._clock import Clock, SystemClock
-from .._log import get_logger
-from ..exceptions import (
+from ..._clock import Clock, SystemClock
+from ..._log import get_logger
+from ...exceptions import (
     BrokerConnectionError,
     BrokerError,
     ConfigurationError,
@@ -43,21 +29,13 @@ from ..exceptions import (
     QueueNotFoundError,
     UnroutableError,
 )
-from ._memory_server import (
-    MemoryDelivery,
-    MemoryQueue,
-    MemorySubscription,
-    Owner,
-    server_for,
-)
-from ._protocol import (
-    Delivery,
-    DeliveryCallback,
-    OutboundMessage,
-    Subscription,
-    Topology,
-)
-from ._url import redact, scheme_of
+from ...messages import OutboundMessage
+from .._protocol import Delivery, DeliveryCallback, Subscription, Topology
+from .._url import redact, scheme_of
+from ._delivery import MemoryDelivery, MemorySubscription, Owner, Queue
+from ._faults import MemoryFaults
+from ._queue import MemoryQueue
+from ._server import server_for
 
 if TYPE_CHECKING:
     from typing import Self
@@ -65,7 +43,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
 
-__all__ = ("MemoryBroker", "MemoryFaults")
+__all__ = ("MemoryBroker",)
 
 _log = get_logger("actorbus.brokers", broker="memory")
 
@@ -73,74 +51,8 @@ _log = get_logger("actorbus.brokers", broker="memory")
 _FAIR_PUBLISHES = 32
 
 
-class MemoryFaults:
-    """Fault injection for tests: refused publishes, a lost connection, duplicates.
-
-    Reached as ``broker.faults``. Armed faults cost the hot path one attribute check.
-    """
-
-    __slots__ = ("_broker",)
-
-    def __init__(self, broker: MemoryBroker) -> None:
-        self._broker = broker
-
-    @property
-    def connection_dropped(self) -> bool:
-        """Whether :meth:`drop_connection` is in effect."""
-        return self._broker._dropped
-
-    @property
-    def pending_publish_failures(self) -> int:
-        """How many of the next publishes will still be refused."""
-        return self._broker._fail_publishes
-
-    def fail_next_publishes(self, count: int = 1) -> None:
-        """Make the next ``count`` publishes raise :class:`PublishNackedError` (not stored).
-
-        In ``publish_batch`` every message counts as one publish.
-        """
-        if count < 0:
-            raise ConfigurationError(f"count must be >= 0, got {count!r}")
-        self._broker._fail_publishes += count
-        self._broker._update_guard()
-
-    def drop_connection(self) -> None:
-        """Lose the connection until :meth:`restore`.
-
-        Subscriptions become inactive and ``is_ready`` false; their unsettled deliveries are
-        requeued as redeliveries (settling them later is a no-op, as their ack would be lost
-        with a real connection); every operation but settling and cancelling raises
-        :class:`BrokerConnectionError`. Messages delayed for retry keep waiting.
-        """
-        self._broker._drop()
-
-    def restore(self) -> None:
-        """Reconnect after :meth:`drop_connection`: subscriptions resume consuming."""
-        self._broker._restore()
-
-    def duplicate_next_deliveries(self, count: int = 1) -> None:
-        """Deliver each of the next ``count`` dispatched messages twice.
-
-        The copy is a redelivery (``redelivered=True``, ``attempt`` + 1) put at the head of
-        the queue, as if the first delivery's ack had been lost: what consumers' inboxes
-        exist to absorb. Applies to the server, whichever connection consumes.
-        """
-        if count < 0:
-            raise ConfigurationError(f"count must be >= 0, got {count!r}")
-        self._broker._server.duplicates += count
-
-    def reset(self) -> None:
-        """Disarm every fault and restore a dropped connection."""
-        broker = self._broker
-        broker._fail_publishes = 0
-        broker._server.duplicates = 0
-        if broker._dropped:
-            broker._restore()
-        broker._update_guard()
-
-
 class MemoryBroker:
-    """The in-process broker with AMQP semantics; see the module docstring.
+    """The in-process broker with AMQP semantics; see :mod:`actorbus.brokers.memory`.
 
     Example::
 
@@ -184,7 +96,6 @@ class MemoryBroker:
         self._max_size = max_message_size
         self._open = False
         self._dropped = False
-        self._fail_publishes = 0
         self._unyielded = 0
         # The hot path checks only this: not open, dropped, faults armed or a size limit.
         self._guarded = True
@@ -192,7 +103,13 @@ class MemoryBroker:
         self._subs: list[MemorySubscription] = []
         self._getter = Owner(self, math.inf)
         self._pending: dict[MemoryDelivery, None] = {}
-        self.faults = MemoryFaults(self)
+        self.faults = MemoryFaults(
+            self._server,
+            dropped=self._is_dropped,
+            drop=self._drop,
+            restore=self._restore,
+            rearm=self._update_guard,
+        )
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
@@ -215,7 +132,13 @@ class MemoryBroker:
         """Entered, connection not dropped, and no subscription stopped by a failure."""
         if not self._open or self._dropped:
             return False
-        return not any(sub._failed for sub in self._subs)
+        return not any(sub.failed for sub in self._subs)
+
+    @property
+    def connected(self) -> bool:
+        """Entered and the connection not dropped (by an injected fault): subscriptions
+        receive deliveries."""
+        return self._open and not self._dropped
 
     # ------------------------------------------------------------------- lifecycle
 
@@ -251,11 +174,11 @@ class MemoryBroker:
             return
         self._open = False
         self._update_guard()
-        touched: dict[MemoryQueue, None] = {}
+        touched: dict[Queue, None] = {}
         requeued = self._requeue_held(touched, forget=True)
         for d in self._pending:
-            d._q.ready.append(d)
-            touched[d._q] = None
+            d.home.ready.append(d)
+            touched[d.home] = None
         released = len(self._pending)
         self._pending.clear()
         for q in touched:
@@ -268,7 +191,7 @@ class MemoryBroker:
             await tg.__aexit__(None, None, None)
         _log.info("broker_closed", url=self._url, requeued=requeued, retries_released=released)
 
-    def _requeue_held(self, touched: dict[MemoryQueue, None], *, forget: bool) -> int:
+    def _requeue_held(self, touched: dict[Queue, None], *, forget: bool) -> int:
         """Detach every subscription and requeue every unsettled delivery of this connection.
 
         Args:
@@ -279,12 +202,10 @@ class MemoryBroker:
         owners: list[Owner] = [*self._subs, self._getter]
         for owner in owners:
             if isinstance(owner, MemorySubscription):
-                owner._q.remove_consumer(owner)
-                if forget:
-                    owner._cancelled = True
-            by_queue: dict[MemoryQueue, list[MemoryDelivery]] = {}
+                owner.detach(cancel=forget)
+            by_queue: dict[Queue, list[MemoryDelivery]] = {}
             for d in owner.take_unsettled():
-                by_queue.setdefault(d._q, []).append(d)
+                by_queue.setdefault(d.home, []).append(d)
             for q, held in by_queue.items():
                 q.requeue_front(held)
                 touched[q] = None
@@ -297,7 +218,7 @@ class MemoryBroker:
         self._guarded = (
             not self._open
             or self._dropped
-            or self._fail_publishes > 0
+            or self.faults.pending_publish_failures > 0
             or self._max_size is not None
         )
 
@@ -309,12 +230,15 @@ class MemoryBroker:
         if self._dropped:
             raise BrokerConnectionError(self._url, "connection lost (injected fault)")
 
+    def _is_dropped(self) -> bool:
+        return self._dropped
+
     def _drop(self) -> None:
         if self._dropped or not self._open:
             return
         self._dropped = True
         self._update_guard()
-        touched: dict[MemoryQueue, None] = {}
+        touched: dict[Queue, None] = {}
         requeued = self._requeue_held(touched, forget=False)
         for q in touched:
             q.dispatch()
@@ -326,10 +250,9 @@ class MemoryBroker:
         self._dropped = False
         self._update_guard()
         for sub in self._subs:
-            if not sub._cancelled and not sub._failed:
-                sub._q.consumers.append(sub)
+            sub.reattach()
         for sub in self._subs:
-            sub._q.dispatch()
+            sub.home.dispatch()
         _log.info("broker_connection_restored", url=self._url)
 
     # ---------------------------------------------------------------- introspection
@@ -374,11 +297,16 @@ class MemoryBroker:
         tg.start_soon(self._put_later, d, delay)
         return True
 
+    def forget(self, sub: MemorySubscription) -> None:
+        """Stop tracking ``sub``: it was cancelled and holds no unsettled delivery."""
+        if sub in self._subs:
+            self._subs.remove(sub)
+
     async def _put_later(self, d: MemoryDelivery, delay: float) -> None:
         await self._clock.sleep(delay)
         if d in self._pending:
             del self._pending[d]
-            d._q.put(d)
+            d.home.put(d)
 
     # -------------------------------------------------------------------- topology
 
@@ -469,8 +397,7 @@ class MemoryBroker:
     def _check_publish(self, message: OutboundMessage) -> None:
         self._check_connected()
         envelope = message.envelope
-        if self._fail_publishes > 0:
-            self._fail_publishes -= 1
+        if self.faults.refuse_publish():
             self._update_guard()
             raise PublishNackedError(message.exchange, envelope.routing_key, envelope.message_id)
         limit = self._max_size
@@ -532,8 +459,7 @@ class MemoryBroker:
         if not q.ready:
             return None
         d = q.ready.popleft()
-        d._owner = self._getter
-        self._getter.unsettled[d] = None
+        self._getter.hold(d)
         return d
 
     async def queue_depth(self, queue: str) -> int:
@@ -557,7 +483,7 @@ class MemoryBroker:
         q = self._queue(queue)
         count = len(q.ready)
         for d in q.ready:
-            d._settled = True
+            d.discard()
         q.ready.clear()
         _log.info("queue_purged", queue=queue, count=count)
         return count
