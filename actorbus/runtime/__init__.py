@@ -6,11 +6,11 @@ from .._backoff import Backoff as Backoff
 from ._actor import Actor as Actor
 from ._actor import ActorRef as ActorRef
 from ._mailbox import MailboxStatistics as MailboxStatistics
-from ._supervisor import ChildSpec as ChildSpec
-from ._supervisor import Restart as Restart
-from ._supervisor import RestartStrategy as RestartStrategy
+from ._spec import ChildSpec as ChildSpec
+from ._spec import Restart as Restart
+from ._spec import RestartStrategy as RestartStrategy
+from ._spec import SupervisorSpec as SupervisorSpec
 from ._supervisor import SupervisorRef as SupervisorRef
-from ._supervisor import SupervisorSpec as SupervisorSpec
 from ._system import ActorSystem as ActorSystem
 
 Supervisor = SupervisorSpec

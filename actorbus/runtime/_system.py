@@ -13,7 +13,8 @@ from actorbus._log import get_logger
 from actorbus.exceptions import ConfigurationError, SupervisorGaveUpError
 
 from ._actor import Actor, ActorRef
-from ._supervisor import ChildSpec, SupervisorRef, SupervisorSpec, _Supervisor
+from ._spec import ChildSpec, SupervisorSpec
+from ._supervisor import SupervisorRef, _Supervisor
 
 __all__ = ("ActorSystem",)
 
