@@ -43,6 +43,7 @@ NATIVE = {
     "nats": ("actorbus.brokers.nats",),
     "asyncpg": ("actorbus.stores",),
     "psycopg": ("actorbus.stores",),
+    "sqlite3": ("actorbus.stores",),
     "uvicorn": ("actorbus.observe",),
     "prometheus_client": ("actorbus.observe",),
 }
