@@ -26,11 +26,12 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
+import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskGroup
 
@@ -79,8 +80,8 @@ _current_unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
 
 def _encode_hook(obj: object) -> object:
     # Envelope.headers defaults to a read-only mappingproxy, which msgpack does not encode.
-    if hasattr(obj, "keys") and hasattr(obj, "__getitem__"):
-        return dict(obj)  # type: ignore[call-overload]
+    if isinstance(obj, Mapping):
+        return dict(obj)
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
@@ -624,7 +625,7 @@ class BatchingStore(abc.ABC):
                         while self._queue or self._busy_lanes:
                             await self._idle.wait()
                             if self._queue:
-                                await anyio.sleep(0)
+                                await anyio.lowlevel.checkpoint()
                 for unit in self._queue:
                     unit.fail_early(StoreClosedError(f"store {self.url}"))
                 self._queue.clear()
@@ -904,4 +905,3 @@ class BatchingStore(abc.ABC):
             total += deleted
             if deleted < _PRUNE_CHUNK:
                 return total
-

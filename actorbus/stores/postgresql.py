@@ -26,6 +26,7 @@ committed waits for that transaction, and migrations take an advisory lock.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -153,8 +154,16 @@ class _PgConnection(Connection):
         self._conn = conn
         self._url = url
 
+    def closed(self) -> bool:
+        # After the server drops the connection, asyncpg's pool detaches the proxy we hold, and
+        # every call on it (is_closed() included) raises InterfaceError.
+        try:
+            return bool(self._conn.is_closed())
+        except pgerr.InterfaceError:
+            return True
+
     def _error(self, sql: str, exc: BaseException) -> StoreError:
-        return _translate(self._url, sql, exc, self._conn.is_closed())
+        return _translate(self._url, sql, exc, self.closed())
 
     async def execute(self, sql: str, args: Sequence[Any]) -> int:
         try:
@@ -205,7 +214,7 @@ class _PgConnection(Connection):
         await self._script("COMMIT")  # releases the savepoint; the fsync
 
     async def rollback(self) -> None:
-        if self._conn.is_closed():
+        if self.closed():
             return
         try:
             with anyio.move_on_after(5):
@@ -270,8 +279,7 @@ class PostgresStore(BatchingStore):
             )
         except RuntimeError as exc:  # no asyncio event loop
             raise ConfigurationError(
-                f"PostgreSQL store {self.url}: asyncpg runs only on anyio's asyncio backend "
-                f"({exc})"
+                f"PostgreSQL store {self.url}: asyncpg runs only on anyio's asyncio backend ({exc})"
             ) from exc
         except Exception as exc:
             raise StoreUnavailableError(
@@ -318,7 +326,8 @@ class PostgresStore(BatchingStore):
                 try:
                     await pool.release(conn, timeout=5)
                 except Exception:
-                    conn.terminate()
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
 
     async def ping(self) -> None:
         """Check that the database answers ``SELECT 1`` on a pooled connection.
@@ -335,4 +344,3 @@ class PostgresStore(BatchingStore):
                     await conn.fetchval("SELECT 1")
         except Exception as exc:
             raise StoreUnavailableError(self.url, f"{type(exc).__name__}: {exc}") from exc
-

@@ -19,6 +19,7 @@ runs; keep such queries indexed.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -121,11 +122,9 @@ class _SqliteConnection(Connection):
         await self._in_thread("COMMIT")  # the fsync
 
     async def rollback(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
 
 class SqliteStore(BatchingStore):
@@ -155,8 +154,7 @@ class SqliteStore(BatchingStore):
         path = plain[len("sqlite:///") :].partition("?")[0]
         if not path or path.endswith("/"):
             raise ConfigurationError(
-                f"SQLite store URL {self.url!r} names no file; "
-                "use sqlite:///path/to/file.sqlite3"
+                f"SQLite store URL {self.url!r} names no file; use sqlite:///path/to/file.sqlite3"
             )
         self.path = Path(path)
         synchronous = ours.get("synchronous", "FULL").upper()
@@ -204,10 +202,8 @@ class SqliteStore(BatchingStore):
     async def _disconnect(self) -> None:
         for db in (self._db, self._ping_db):
             if db is not None:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     db.close()
-                except sqlite3.Error:  # pragma: no cover - closing never matters
-                    pass
         self._db = self._ping_db = None
 
     @asynccontextmanager
