@@ -16,7 +16,7 @@ import uuid
 import anyio
 
 from actorbus.messages import Envelope
-from actorbus.stores import Store, open_store
+from actorbus.stores import open_store
 from actorbus.testing._postgres import PostgresCluster, find_postgres_bin
 
 
