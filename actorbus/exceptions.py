@@ -40,6 +40,18 @@ __all__ = (
     "ExchangeNotFoundError",
     "PublishTooLargeError",
     "TopologyConflictError",
+    # stores
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownStoreError",
+    "StoreImportError",
+    "StoreSchemaError",
+    "StoreClosedError",
+    "StoreUsageError",
+    "InboxKeyError",
+    "StoreQueryError",
+    "StoreIntegrityError",
+    "StoreConflictError",
     # handler signals
     "HandlerSignal",
     "RejectMessage",
@@ -363,3 +375,129 @@ class TopologyConflictError(TopologyError):
             f"asks for {argument} = {requested}; delete the {kind} (after draining it) or "
             "declare it with the same arguments"
         )
+
+
+# -------------------------------------------------------------------------- stores
+
+
+class StoreError(ActorbusError):
+    """Base of the store layer's errors (inbox, outbox, transactions, migrations)."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store's database cannot be reached, or the connection was lost mid-transaction.
+
+    Raised from ``async with store`` when the database is down at start, and from a
+    transaction whose connection was lost: the transaction's outcome is then unknown (a lost
+    COMMIT may or may not have been applied), so the caller must not ack and should retry later;
+    the inbox recognises a retry of work that did commit.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url  # always a redacted URL
+        self.reason = reason
+        super().__init__(
+            f"store {url} is unavailable: {reason}; the transaction was not confirmed, "
+            "retry it once the database is reachable"
+        )
+
+
+class UnknownStoreError(StoreError, ConfigurationError, LookupError):
+    """No store is registered for a URL scheme."""
+
+    def __init__(self, scheme: str, known: Iterable[str]) -> None:
+        self.scheme = scheme
+        listed = ", ".join(f"{s}://" for s in sorted(known))
+        super().__init__(
+            f"no store for URL scheme {scheme!r}; known schemes: {listed}. A third-party "
+            "store registers itself under the 'actorbus.stores' entry-point group"
+        )
+
+
+class StoreImportError(StoreError, ConfigurationError, ImportError):
+    """The store registered for a URL scheme could not be imported (e.g. asyncpg missing)."""
+
+    def __init__(self, scheme: str, target: str, reason: str, hint: str = "") -> None:
+        self.scheme = scheme
+        self.target = target
+        self.reason = reason
+        remedy = f"; {hint}" if hint else ""
+        super().__init__(
+            f"the store for URL scheme {scheme!r} ({target}) cannot be loaded: {reason}{remedy}"
+        )
+
+
+class StoreSchemaError(StoreError):
+    """The database holds a schema this code cannot use (e.g. written by a newer release)."""
+
+    def __init__(self, url: str, namespace: str, found: int, supported: int) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"store {url}: schema {namespace!r} is at version {found} but this code knows only "
+            f"versions up to {supported}; it was migrated by a newer release. Run that release "
+            "(or newer); refusing to start rather than write to a schema it does not understand"
+        )
+
+
+class StoreClosedError(StoreError):
+    """A store or a transaction was used outside its ``async with`` block."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(
+            f"{what} is not open; use it inside its 'async with' block "
+            "(async with store: ... / async with store.transaction() as tx: ...)"
+        )
+
+
+class StoreUsageError(StoreError, RuntimeError):
+    """The store was used in a way that cannot work (e.g. a nested transaction)."""
+
+
+class InboxKeyError(StoreError, ValueError):
+    """An inbox claim was given an empty message id: identity is never invented."""
+
+    def __init__(self, consumer: str, message_id: object) -> None:
+        self.consumer = consumer
+        self.message_id = message_id
+        super().__init__(
+            f"inbox of consumer {consumer!r}: message id {message_id!r} cannot be a "
+            "deduplication key; pass the payload's eventId (or the transport message id), and "
+            "dead-letter a message that has neither instead of processing it"
+        )
+
+
+class StoreQueryError(StoreError):
+    """A statement failed in the database.
+
+    Attributes:
+        sql: The statement (as written by the caller, before placeholder translation).
+        reason: The database's message.
+    """
+
+    def __init__(self, url: str, sql: str, reason: str) -> None:
+        self.url = url
+        self.sql = sql
+        self.reason = reason
+        shown = " ".join(sql.split())
+        if len(shown) > 200:
+            shown = shown[:200] + "…"
+        super().__init__(f"store {url}: statement failed: {reason} (in: {shown})")
+
+
+class StoreIntegrityError(StoreQueryError):
+    """A statement violated a constraint (unique, foreign key, not null, check).
+
+    Only the unit that ran it is rolled back (to its savepoint); the rest of its batch commits.
+    """
+
+
+class StoreConflictError(StoreQueryError):
+    """A serialization failure or deadlock; re-running the unit of work may succeed.
+
+    ``store.run(fn)`` re-runs ``fn`` on this error; ``async with store.transaction()`` cannot
+    re-run its body and raises it to the caller.
+    """

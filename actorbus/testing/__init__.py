@@ -22,10 +22,12 @@ from ._harness import Published as Published
 from ._harness import RecordingBroker as RecordingBroker
 from ._harness import ServiceHarness as ServiceHarness
 from ._harness import wait_until_idle as wait_until_idle
+from ._postgres import PostgresCluster as PostgresCluster
 from ._rabbitmq import RabbitMQNode as RabbitMQNode
 
 if TYPE_CHECKING:
     from ._conformance import BrokerConformance as BrokerConformance
+    from ._store_conformance import StoreConformance as StoreConformance
 
 
 def __getattr__(name: str) -> Any:
@@ -35,16 +37,22 @@ def __getattr__(name: str) -> Any:
         from ._conformance import BrokerConformance
 
         return BrokerConformance
+    if name == "StoreConformance":
+        from ._store_conformance import StoreConformance
+
+        return StoreConformance
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = (
     "BrokerConformance",
     "ManualClock",
+    "PostgresCluster",
     "Published",
     "RabbitMQNode",
     "RecordingBroker",
     "ServiceHarness",
+    "StoreConformance",
     "capture_logs",
     "wait_until_idle",
 )
