@@ -44,7 +44,7 @@ from ..exceptions import (
     StoreSchemaError,
     StoreUsageError,
 )
-from ..messages._envelope import Envelope
+from ..messages import Envelope
 from ._protocol import (
     DEFAULT_INBOX_WINDOW,
     DEFAULT_SENT_WINDOW,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
-from ..messages._envelope import Envelope
+from ..messages import Envelope
 
 if TYPE_CHECKING:
     from typing import Self

@@ -35,7 +35,7 @@ from ..exceptions import (
     StoreSchemaError,
     StoreUsageError,
 )
-from ..messages._envelope import Envelope
+from ..messages import Envelope
 from ..stores._protocol import Store, Transaction
 
 __all__ = ("StoreConformance",)
