@@ -1,23 +1,24 @@
 """Deliveries handed over in aiormq's connection reader (actorbus/brokers/amqp/_inline.py).
 
-The first tests guard the aiormq internals the inline path relies on: they fail loudly when
-an aiormq release changes them (then re-check _inline.py and move the pin in pyproject.toml).
-They need no RabbitMQ; the tests marked ``amqp`` run the path end to end.
+The tests marked ``amqp`` check the behaviour on RabbitMQ: with the inline path, a delivery's
+callback runs in aiormq's connection reader (no task per delivery); when the path is switched
+off (``?inline=0``, ``ACTORBUS_AMQP_INLINE=0``) or refused because a channel is not shaped as
+``_inline`` expects, aiormq's own consumer path runs it, and every message still arrives, in
+order and whole. An aiormq release that changes what ``_inline`` relies on fails them; then
+re-check _inline.py and move the pin in pyproject.toml. The other tests need no RabbitMQ.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import re
 import tomllib
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiormq.channel
-import aiormq.connection
 import pytest
 from packaging.requirements import Requirement
 from pamqp.body import ContentBody
@@ -25,44 +26,91 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 import actorbus.brokers.amqp._consumer as consumer_module
-from actorbus.brokers import XH_REASON, Topology
+from actorbus.brokers import XH_REASON, Delivery, Topology
 from actorbus.brokers.amqp import AmqpBroker
+from actorbus.brokers.amqp._connection import INLINE_ENV, parse_amqp_url
 from actorbus.brokers.amqp._inline import InlineDeliveries, supported
+from actorbus.exceptions import ConfigurationError
 from actorbus.testing._conformance import DeliveryCollector, drain, make_message
 
 from ._helpers import declare_routed, eventually
 
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
+#: Tests that set the consumer path themselves (see conftest.py); the others run on both.
+CHOOSES_CONSUMER_PATH = frozenset({
+    "test_deliveries_are_assembled_in_the_connection_reader",
+    "test_switched_off_deliveries_take_aiormqs_path",
+    "test_a_channel_not_shaped_as_expected_takes_aiormqs_path",
+})  # fmt: skip
 
-# ------------------------------------------------------------------ aiormq internals (guard)
+#: The task that runs a delivery's callback on the inline path: aiormq's connection reader.
+_READER = "Connection.__reader"
+#: ... and on aiormq's own path: the consumer task aiormq starts for each delivery.
+_AIORMQ_CONSUMER = "AmqpSubscription._consume_on.<locals>.on_message"
 
 
-def test_installed_aiormq_is_within_the_pinned_range() -> None:
+# ------------------------------------------------------------------ pins
+
+
+def _pin(name: str) -> Requirement:
     deps = tomllib.loads(_PYPROJECT.read_text())["project"]["dependencies"]
-    (pin,) = [Requirement(d) for d in deps if Requirement(d).name == "aiormq"]
+    (pin,) = [Requirement(d) for d in deps if Requirement(d).name == name]
+    return pin
+
+
+@pytest.mark.parametrize("name", ["aiormq", "pamqp"])
+def test_installed_client_is_declared_and_within_the_pinned_range(name: str) -> None:
+    pin = _pin(name)
     assert any(s.operator == "<" for s in pin.specifier), "pin an upper bound: see _inline.py"
-    assert pin.specifier.contains(version("aiormq")), (
-        f"aiormq {version('aiormq')} is outside {pin}: check actorbus/brokers/amqp/_inline.py "
+    assert pin.specifier.contains(version(name)), (
+        f"{name} {version(name)} is outside {pin}: check actorbus/brokers/amqp/_inline.py "
         "against it, then move the pin"
     )
 
 
-def test_aiormq_connection_reader_puts_each_frame_into_channel_frames() -> None:
-    reader = inspect.getsource(aiormq.connection.Connection._Connection__reader)  # type: ignore[attr-defined]
-    # The inline path replaces `put` on one channel's queue: the reader must look it up and
-    # await it for every frame, with (weight, frame) items.
-    assert re.search(r"await ch\.frames\.put\(\(weight, frame\)\)", reader), reader
+# ------------------------------------------------------------------ the switch
 
 
-def test_aiormq_channel_reads_frames_queue_and_keeps_consumers_by_tag() -> None:
-    channel = aiormq.channel.Channel
-    assert "self.frames.get()" in inspect.getsource(channel._get_frame)
-    assert "self.consumers.get(frame.consumer_tag)" in inspect.getsource(channel._on_deliver_frame)
-    assert "self.consumers.pop(" in inspect.getsource(channel._on_cancel_frame)
-    consume = inspect.getsource(channel.basic_consume)
-    assert "self.consumers[consumer_tag] =" in consume
-    assert "consumer_tag" in inspect.signature(channel.basic_consume).parameters
+def _inline_option(url: str) -> bool:
+    return parse_amqp_url(url)[1].inline
+
+
+def test_inline_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(INLINE_ENV, raising=False)
+    assert _inline_option("amqp://h/")
+
+
+@pytest.mark.parametrize(("query", "env", "expected"), [
+    ("?inline=0", None, False),
+    ("?inline=false", None, False),
+    ("?heartbeat=5&inline=off", None, False),
+    ("", "0", False),
+    ("", "no", False),
+    ("", "1", True),
+    ("", "", True),
+    ("?inline=1", "0", True),  # the URL wins over the environment
+    ("?inline=0", "1", False),
+])  # fmt: skip
+def test_inline_switch_from_url_and_environment(
+    query: str, env: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if env is None:
+        monkeypatch.delenv(INLINE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(INLINE_ENV, env)
+    assert _inline_option(f"amqp://guest:secret@h/{query}") is expected
+
+
+def test_a_bad_inline_switch_says_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(INLINE_ENV, raising=False)
+    bad_url = r"option inline= of broker URL '.*\*\*\*.*' is 'maybe'; expected 1 .* or 0"
+    with pytest.raises(ConfigurationError, match=bad_url):
+        AmqpBroker("amqp://guest:secret@h/?inline=maybe")
+    monkeypatch.setenv(INLINE_ENV, "2")
+    bad_env = r"environment variable ACTORBUS_AMQP_INLINE is '2'; expected 1 .* or 0"
+    with pytest.raises(ConfigurationError, match=bad_env):
+        AmqpBroker("amqp://h/")
 
 
 # ------------------------------------------------------------------ the state machine
@@ -159,39 +207,134 @@ def test_supported_needs_a_frame_queue_and_a_consumer_table() -> None:
     assert not supported(channel)  # hooked once only
     assert not supported(SimpleNamespace(frames=asyncio.Queue()))
     assert not supported(SimpleNamespace(consumers={}))
+    assert not supported(SimpleNamespace(frames=_OtherQueue(), consumers={}))
+    assert not supported(SimpleNamespace(frames=asyncio.Queue(), consumers=_ConsumerTable({})))
 
 
 # ------------------------------------------------------------------ end to end on RabbitMQ
 
 
-@pytest.mark.amqp
-@pytest.mark.anyio
-async def test_deliveries_arrive_in_order_in_the_connection_reader(
-    broker: AmqpBroker, unique: str
-) -> None:
+def _with_query(url: str, option: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
+def _bodies() -> list[bytes]:
+    """An empty body, bodies of one frame, and one spanning several (frame_max is 128 KiB)."""
+    return [b""] + [b"%d" % i for i in range(200)] + [bytes(range(256)) * 1200]
+
+
+async def _consume_in_order(broker: AmqpBroker, unique: str) -> set[str]:
+    """Publish :func:`_bodies`, check they arrive whole and in order; return the callers' tasks.
+
+    After a cancel nothing more arrives.
+    """
     exchange, spec = await declare_routed(broker, unique, retry_delays=(0.05,))
-    readers: set[str] = set()
+    tasks: set[str] = set()
     collector = DeliveryCollector()
 
-    def on_delivery(delivery: Any) -> None:
+    def on_delivery(delivery: Delivery) -> None:
         task = asyncio.current_task()
-        readers.add(task.get_coro().__qualname__ if task is not None else "")  # type: ignore[union-attr]
+        tasks.add(task.get_coro().__qualname__ if task is not None else "")  # type: ignore[union-attr]
         collector(delivery)
 
     sub = await broker.consume(spec.name, on_delivery, prefetch=500)
-    assert sub._inline is not None
-    # An empty body, bodies of one frame, and one spanning several (frame_max is 128 KiB).
-    bodies = [b""] + [b"%d" % i for i in range(200)] + [bytes(range(256)) * 1200]
+    bodies = _bodies()
     await broker.publish_batch([make_message(exchange, "order.x", b) for b in bodies])
     got = await collector.wait_for(len(bodies))
     assert [d.body for d in got] == bodies
-    assert readers == {"Connection.__reader"}  # no task per delivery
     for delivery in got:
         await delivery.ack()
     await sub.cancel()
     await broker.publish(make_message(exchange, "order.after"))
     await eventually(lambda: _depth(broker, spec.name, 1), what="published after the cancel")
     assert len(collector) == len(bodies)
+    return tasks
+
+
+@pytest.mark.amqp
+@pytest.mark.anyio
+async def test_deliveries_are_assembled_in_the_connection_reader(
+    amqp_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(INLINE_ENV, raising=False)
+    async with AmqpBroker(amqp_url) as broker:
+        tasks = await _consume_in_order(broker, unique)
+    assert tasks == {_READER}  # no task per delivery
+
+
+@pytest.mark.amqp
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["url", "env"])
+async def test_switched_off_deliveries_take_aiormqs_path(
+    amqp_url: str, unique: str, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    if how == "url":
+        monkeypatch.setenv(INLINE_ENV, "1")
+        url = _with_query(amqp_url, "inline=0")
+    else:
+        monkeypatch.setenv(INLINE_ENV, "0")
+        url = amqp_url
+    async with AmqpBroker(url) as broker:
+        tasks = await _consume_in_order(broker, unique)
+    assert tasks == {_AIORMQ_CONSUMER}
+
+
+class _OtherQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """What a changed aiormq might put frames in: a queue of its own."""
+
+
+@pytest.mark.amqp
+@pytest.mark.anyio
+@pytest.mark.parametrize("change", ["frame queue", "consumer table"])
+async def test_a_channel_not_shaped_as_expected_takes_aiormqs_path(
+    amqp_url: str, unique: str, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    monkeypatch.delenv(INLINE_ENV, raising=False)
+    init: Callable[..., None] = aiormq.channel.Channel.__init__
+    refused: list[bool] = []
+
+    def changed_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if change == "frame queue":
+            self.frames = _OtherQueue(maxsize=self.frames.maxsize)
+        else:
+            self.consumers = _ConsumerTable(self.consumers)
+        refused.append(not supported(self))
+
+    monkeypatch.setattr(aiormq.channel.Channel, "__init__", changed_init)
+    async with AmqpBroker(amqp_url) as broker:
+        tasks = await _consume_in_order(broker, unique)
+    assert refused
+    assert all(refused)
+    assert tasks == {_AIORMQ_CONSUMER}
+
+
+class _ConsumerTable:
+    """A consumer table that is not a dict, as a changed aiormq might keep one."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._data, name)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 async def _depth(broker: AmqpBroker, queue: str, depth: int) -> bool:
@@ -210,7 +353,7 @@ async def test_unreadable_delivery_is_dead_lettered_and_the_rest_flows(
             raise ValueError("unreadable")
         return make_delivery(frame, props, body, *args)
 
-    monkeypatch.setattr(consumer_module, "make_delivery", flaky)
+    monkeypatch.setattr(consumer_module, "make_delivery", flaky)  # what the consumer calls
     exchange, spec = await declare_routed(broker, unique, retry_delays=(0.05,))
     collector = DeliveryCollector()
     await broker.consume(spec.name, collector, prefetch=5)

@@ -14,12 +14,13 @@ from pamqp.commands import Basic, Queue
 from ..._log import get_logger
 from ...exceptions import BrokerConnectionError, ConfigurationError
 from .._protocol import DeliveryCallback, OutboundMessage, QueueSpec, Topology
-from ._connection import ConnectionManager, make_ssl_context, parse_amqp_url
-from ._consumer import AmqpDelivery, AmqpSubscription, ChannelAcker, make_delivery
+from ._acker import ChannelAcker
+from ._connection import ConnectionManager, make_ssl_context, parse_amqp_url, reconnect_backoff
+from ._consumer import AmqpSubscription, Recovery
+from ._delivery import AmqpDelivery, QueueRoutes, make_delivery
 from ._errors import translate
 from ._publisher import Publisher
-from ._topology import declare_binding, declare_queue, declare_topology, pick_retry_queue
-from ._topology import retry_tiers_ms as _tiers
+from ._topology import declare_binding, declare_queue, declare_topology
 
 if TYPE_CHECKING:
     from typing import Self
@@ -43,7 +44,9 @@ class AmqpBroker:
     tried in order, may be given as ``amqp://user:pw@h1:5672,h2:5673/vhost`` or as a list
     of URLs. Query options: ``heartbeat`` (seconds), ``connect_timeout`` (seconds),
     ``cafile``, ``certfile``, ``keyfile`` (TLS), ``verify=0`` (no server verification: for
-    tests only), ``name`` (the connection name). Constructor arguments win over the URL.
+    tests only), ``name`` (the connection name), ``inline=0`` (consume through aiormq's own
+    path instead of :mod:`._inline`; also ``ACTORBUS_AMQP_INLINE=0``). Constructor arguments
+    win over the URL.
 
     Args:
         url: The broker URL (or a list of them for failover).
@@ -112,11 +115,14 @@ class AmqpBroker:
             keyfile or options.keyfile,
             options.verify if verify is None else verify,
         )
+        self._inline = options.inline
         self._topology = Topology()
         self._queue_specs: dict[str, QueueSpec] = {}
-        self._retry_tiers: dict[str, tuple[int, ...]] = {}
+        # Per queue: its retry tiers, its DLQ and the publish, handed to deliveries.
+        self._routes: dict[str, QueueRoutes] = {}
         self._subs: list[AmqpSubscription] = []
         self._manager: ConnectionManager | None = None
+        self._recovery: Recovery | None = None
         self._publisher: Publisher = None  # type: ignore[assignment]  # set in __aenter__
         self._admin: aiormq.abc.AbstractChannel | None = None
         self._admin_lock = asyncio.Lock()
@@ -179,6 +185,12 @@ class AmqpBroker:
             reconnect_timeout=self._reconnect_timeout,
             max_message_size=self._max_message_size,
         )
+        self._recovery = Recovery(
+            manager=self._manager,
+            redeclare=self._redeclare_queue,
+            closing=self._is_closing,
+            backoff=reconnect_backoff(self._reconnect_delay, self._reconnect_max_delay),
+        )
         await self._manager.start()
         return self
 
@@ -216,6 +228,9 @@ class AmqpBroker:
         self._admin = await connection.channel(publisher_confirms=False)
         if self._topology.exchanges or self._topology.queues or self._topology.bindings:
             await declare_topology(self._admin, self._topology, self._url)
+
+    def _is_closing(self) -> bool:
+        return self._closing
 
     def _on_lost(self) -> None:
         self._publisher.lost()
@@ -272,7 +287,9 @@ class AmqpBroker:
             self._topology = self._topology.merge(topology)
             for spec in topology.queues:
                 self._queue_specs[spec.name] = spec
-                self._retry_tiers[spec.name] = _tiers(spec)
+                routes = self._routes.get(spec.name)
+                if routes is not None:
+                    routes.declared(spec)
         _log.debug(
             "amqp_topology_declared", exchanges=len(topology.exchanges),
             queues=len(topology.queues), bindings=len(topology.bindings),
@@ -290,25 +307,13 @@ class AmqpBroker:
                 if binding.queue == queue:
                     await declare_binding(channel, binding, self._url)
 
-    def _has_dlq(self, queue: str) -> bool:
-        """Whether this broker declared ``queue`` with a dead-letter queue."""
-        spec = self._queue_specs.get(queue)
-        return spec is not None and spec.dead_letter
-
-    def _dead_letters(self, queue: str) -> bool:
-        """Whether dead-lettering ``queue``'s messages should go to ``<queue>.dlq``.
-
-        True unless this broker declared the queue with ``dead_letter=False``; for a queue
-        declared elsewhere, the copy is tried (and fails as unroutable without a DLQ).
-        """
-        spec = self._queue_specs.get(queue)
-        return spec is None or spec.dead_letter
-
-    def _retry_queue(self, queue: str, delay: float) -> str | None:
-        tiers = self._retry_tiers.get(queue)
-        if not tiers:
-            return None
-        return pick_retry_queue(queue, tiers, delay)
+    def _routes_of(self, queue: str) -> QueueRoutes:
+        """The routes of ``queue``'s deliveries (one value per queue, updated on declare)."""
+        routes = self._routes.get(queue)
+        if routes is None:
+            routes = QueueRoutes(queue, self._publisher.publish_raw, self._queue_specs.get(queue))
+            self._routes[queue] = routes
+        return routes
 
     async def queue_depth(self, queue: str) -> int:
         """Return the number of ready messages in ``queue``.
@@ -395,7 +400,13 @@ class AmqpBroker:
                 f"prefetch must be >= 1, got {prefetch!r}; it bounds unsettled deliveries"
             )
         connection = await self._require_open().wait_ready(self._reconnect_timeout)
-        sub = AmqpSubscription(self, queue, on_delivery, prefetch)
+        recovery = self._recovery
+        if recovery is None:  # pragma: no cover - set with the manager
+            raise BrokerConnectionError(self._url, "the broker is not open")
+        sub = AmqpSubscription(
+            self._routes_of(queue), on_delivery, prefetch, recovery,
+            max_message_size=self._max_message_size, inline=self._inline,
+        )  # fmt: skip
         try:
             await sub.start(connection)
         except Exception as exc:
@@ -428,5 +439,6 @@ class AmqpBroker:
         if not isinstance(message.delivery, Basic.GetOk):
             return None
         return make_delivery(
-            message.delivery, message.header.properties, message.body, queue, getter, self
-        )
+            message.delivery, message.header.properties, message.body, self._routes_of(queue),
+            getter,
+        )  # fmt: skip

@@ -10,6 +10,7 @@ consuming.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,12 +25,22 @@ from ..._log import get_logger
 from ...exceptions import BrokerConnectionError, ConfigurationError
 from .._url import redact
 
-__all__ = ("AmqpOptions", "ConnectionManager", "Endpoint", "reconnect_backoff", "parse_amqp_url")
+__all__ = (
+    "INLINE_ENV",
+    "AmqpOptions",
+    "ConnectionManager",
+    "Endpoint",
+    "parse_amqp_url",
+    "reconnect_backoff",
+)
 
 _log = get_logger("actorbus.brokers.amqp")
 
 _DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+#: Environment switch of the inline consumer path (see :mod:`._inline`); ``?inline=`` wins.
+INLINE_ENV = "ACTORBUS_AMQP_INLINE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,9 @@ class AmqpOptions:
         keyfile: Client certificate's key (``?keyfile=``).
         verify: Verify the server's certificate and host name (``?verify=0`` turns it off).
         name: The connection name shown by the broker's management tools (``?name=``).
+        inline: Hand deliveries over in aiormq's connection reader (:mod:`._inline`);
+            ``?inline=0``, or else the environment's ``ACTORBUS_AMQP_INLINE=0``, takes
+            aiormq's own consumer path instead.
     """
 
     heartbeat: int | None = None
@@ -68,6 +82,7 @@ class AmqpOptions:
     keyfile: str | None = None
     verify: bool = True
     name: str | None = None
+    inline: bool = True
 
 
 def _split_hosts(hosts: str, scheme: str, shown: str) -> list[tuple[str, int]]:
@@ -170,6 +185,26 @@ def _options(query: dict[str, str], shown: str) -> AmqpOptions:
         keyfile=query.get("keyfile") or None,
         verify=verify_text.lower() in _TRUE,
         name=query.get("name") or None,
+        inline=_inline_switch(query, shown),
+    )
+
+
+def _inline_switch(query: dict[str, str], shown: str) -> bool:
+    """``?inline=`` if given, else ``ACTORBUS_AMQP_INLINE``, else on."""
+    if "inline" in query:
+        text, where = query["inline"], f"option inline= of broker URL {shown!r}"
+    else:
+        text, where = os.environ.get(INLINE_ENV, ""), f"environment variable {INLINE_ENV}"
+        if not text:
+            return True
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(
+        f"{where} is {text!r}; expected 1 (deliveries in aiormq's connection reader, the "
+        "default) or 0 (aiormq's own consumer path)"
     )
 
 

@@ -23,14 +23,24 @@ delivery can overtake a non-delivery frame still queued for aiormq's reader: ``c
 takes aiormq's path, which drops it as aiormq always did.
 
 Relies on aiormq internals (read in the sources of 6.8.1, 7.0.0 and 7.2.4; the range pinned in
-pyproject.toml is >=6.8,<7.3, and tests/amqp/test_inline.py fails loudly when an installed
-release changes them):
+pyproject.toml is >=6.8,<7.3):
 
 * the connection reader calls ``await channel.frames.put((weight, frame))`` for each frame of
   the channel, looking ``put`` up on every call;
 * ``Channel.consumers`` holds the live consumer tags (aiormq removes one on cancel).
 
-Where :func:`supported` is false the subscription keeps aiormq's task per delivery.
+Ways out, each taking aiormq's own consumer path (a task per delivery), which the subscription
+registers with ``basic.consume`` in any case:
+
+* :func:`supported` is false when a channel's frame queue or consumer table is not what this
+  module expects (not exactly an ``asyncio.Queue``, not a dict);
+* ``?inline=0`` on the broker URL, or ``ACTORBUS_AMQP_INLINE=0`` in the environment, switches
+  the path off without a release (see docs/rabbitmq.md);
+* should a release stop handing frames to ``frames.put``, nothing reaches :meth:`put` and
+  aiormq's reader delivers every message itself.
+
+tests/amqp/test_inline.py checks the behaviour on RabbitMQ: deliveries reach the callback in
+the connection reader's task, and in aiormq's consumer tasks when the path is off or refused.
 """
 
 from __future__ import annotations
@@ -63,7 +73,7 @@ def supported(channel: aiormq.abc.AbstractChannel) -> bool:
     """Whether ``channel`` has the frame queue and consumer table this module hooks into."""
     frames = getattr(channel, "frames", None)
     return (
-        isinstance(frames, asyncio.Queue)
+        type(frames) is asyncio.Queue  # a subclass may put otherwise
         and "put" not in vars(frames)  # not hooked already
         and isinstance(getattr(channel, "consumers", None), dict)
     )

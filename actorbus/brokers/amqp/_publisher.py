@@ -11,9 +11,8 @@ dropped silently.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiormq.abc
@@ -22,49 +21,14 @@ from pamqp.commands import Basic
 
 from ..._log import get_logger
 from ...exceptions import BrokerConnectionError, PublishError, PublishTooLargeError
-from ...messages import Envelope
 from .._protocol import OutboundMessage
 from ._connection import ConnectionManager
 from ._errors import translate
+from ._mapping import build_properties
 
 _log = get_logger("actorbus.brokers.amqp")
 
-__all__ = ("XH_CAUSATION_ID", "Publisher", "build_properties")
-
-#: Header carrying :attr:`Envelope.causation_id` (AMQP has no property for it).
-XH_CAUSATION_ID = "x-causation-id"
-
-_Properties = Basic.Properties
-_gmtime = time.gmtime
-
-
-def build_properties(
-    envelope: Envelope, headers: Mapping[str, Any] | None = None
-) -> Basic.Properties:
-    """Map an envelope to persistent AMQP properties.
-
-    Args:
-        envelope: The message's metadata.
-        headers: Headers to use instead of ``envelope.headers`` (already merged).
-    """
-    if headers is None:
-        headers = envelope.headers
-        causation = envelope.causation_id
-        if causation is not None:
-            headers = {**headers, XH_CAUSATION_ID: causation}
-    elif envelope.causation_id is not None and XH_CAUSATION_ID not in headers:
-        headers = {**headers, XH_CAUSATION_ID: envelope.causation_id}
-    ts = envelope.timestamp
-    return _Properties(
-        content_type=envelope.content_type,
-        headers=headers or None,  # type: ignore[arg-type]  # any Mapping encodes
-        delivery_mode=2,
-        correlation_id=envelope.correlation_id,
-        reply_to=envelope.reply_to,
-        message_id=envelope.message_id,
-        timestamp=_gmtime(ts) if ts is not None else None,  # type: ignore[arg-type]
-        message_type=envelope.type,
-    )
+__all__ = ("Publisher",)
 
 
 class Publisher:
