@@ -34,7 +34,7 @@ from pamqp.commands import Basic
 
 from actorbus import App, HandlerContext, Service
 from actorbus.brokers import Binding, OutboundMessage, Topology
-from actorbus.brokers.amqp._consumer import ACK_LINGER  # the same linger as actorbus
+from actorbus.brokers.amqp._acker import ACK_LINGER  # the same linger as actorbus
 
 from . import bench_peers
 from ._common import OrderCreated, PlainOrderCreated, Settings, make_events, make_plain

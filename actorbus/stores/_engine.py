@@ -55,6 +55,7 @@ from ._protocol import (
     StoreStats,
 )
 from ._sql import split_statements
+from ._url import redact
 
 if TYPE_CHECKING:
     from typing import Self
@@ -518,8 +519,6 @@ class BatchingStore(abc.ABC):
         sent_window: float = DEFAULT_SENT_WINDOW,
         lanes: int = 1,
     ) -> None:
-        from ._url import redact
-
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
         if lanes < 1:

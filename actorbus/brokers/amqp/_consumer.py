@@ -27,14 +27,13 @@ from ..._backoff import Backoff
 from ..._log import get_logger
 from .._deadletter import XH_ERROR_MESSAGE, XH_ERROR_TYPE, XH_REASON
 from .._protocol import DeliveryCallback
-from ._acker import ACK_LINGER as ACK_LINGER  # benchmarks/bench_amqp.py imports it from here
 from ._acker import ChannelAcker
 from ._connection import ConnectionManager
 from ._delivery import AmqpDelivery, QueueRoutes, make_delivery
 from ._inline import InlineCallback, InlineDeliveries
 from ._inline import supported as inline_supported
 
-__all__ = ("ACK_LINGER", "AmqpSubscription", "Recovery")
+__all__ = ("AmqpSubscription", "Recovery")
 
 _log = get_logger("actorbus.brokers.amqp")
 
