@@ -20,18 +20,14 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING
 
+from ._process import ServerProcess
 from ._rabbitmq import RabbitMQNode
-
-if TYPE_CHECKING:
-    from typing import Self
 
 __all__ = ("RabbitMQCluster",)
 
 
-class RabbitMQCluster:
+class RabbitMQCluster(ServerProcess):
     """A RabbitMQ cluster of ``size`` loopback nodes sharing one Erlang cookie.
 
     Use it as a context manager (or call :meth:`start` and :meth:`close`)::
@@ -222,22 +218,6 @@ class RabbitMQCluster:
             node.close()
         if self._owns_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         names = ", ".join(repr(node.nodename) for node in self.nodes)

@@ -19,11 +19,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from typing import Self
+from ._process import ServerProcess
 
 __all__ = ("PostgresCluster", "PostgresNotInstalledError", "find_postgres_bin")
 
@@ -64,7 +61,7 @@ def _free_port() -> int:
         return port
 
 
-class PostgresCluster:
+class PostgresCluster(ServerProcess):
     """A PostgreSQL cluster of its own on a free port of 127.0.0.1.
 
     Use it as a context manager (or call :meth:`start` and :meth:`close`)::
@@ -241,18 +238,6 @@ class PostgresCluster:
             self.stop()
         if self._owns_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresCluster(port={self.port}, data_dir={str(self.data_dir)!r})"

@@ -18,11 +18,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from typing import Self
+from ._process import ServerProcess
 
 __all__ = ("RabbitMQNode", "RabbitMQNotInstalledError", "find_rabbitmq_server")
 
@@ -59,7 +56,7 @@ def _free_port() -> int:
         return port
 
 
-class RabbitMQNode:
+class RabbitMQNode(ServerProcess):
     """A RabbitMQ node of its own, on free ports of 127.0.0.1, for fault-injection tests.
 
     Use it as a context manager (or call :meth:`start` and :meth:`close`)::
@@ -300,18 +297,6 @@ class RabbitMQNode:
         self.stop()
         if self._owns_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RabbitMQNode({self.nodename!r}, port={self.port}, running={self.running})"
