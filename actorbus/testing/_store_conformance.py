@@ -36,7 +36,7 @@ from ..exceptions import (
     StoreUsageError,
 )
 from ..messages import Envelope
-from ..stores._protocol import Store, Transaction
+from ..stores import Store, Transaction
 
 __all__ = ("StoreConformance",)
 
