@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from ._deadletter import BROKER_DEATH_HEADERS as BROKER_DEATH_HEADERS
 from ._deadletter import DEATH_HEADERS as DEATH_HEADERS
+from ._deadletter import REASON_DECODE_ERROR as REASON_DECODE_ERROR
+from ._deadletter import REASON_DELIVERY_LIMIT as REASON_DELIVERY_LIMIT
+from ._deadletter import REASON_HANDLER_ERROR as REASON_HANDLER_ERROR
+from ._deadletter import REASON_MAXLEN as REASON_MAXLEN
+from ._deadletter import REASON_MESSAGE_TOO_LARGE as REASON_MESSAGE_TOO_LARGE
+from ._deadletter import REASON_REJECTED as REASON_REJECTED
 from ._deadletter import XH_ATTEMPT as XH_ATTEMPT
 from ._deadletter import XH_ATTEMPTS as XH_ATTEMPTS
 from ._deadletter import XH_ERROR_MESSAGE as XH_ERROR_MESSAGE
@@ -46,6 +52,12 @@ from ._url import redact as redact
 __all__ = (
     "BROKER_DEATH_HEADERS",
     "DEATH_HEADERS",
+    "REASON_DECODE_ERROR",
+    "REASON_DELIVERY_LIMIT",
+    "REASON_HANDLER_ERROR",
+    "REASON_MAXLEN",
+    "REASON_MESSAGE_TOO_LARGE",
+    "REASON_REJECTED",
     "DEFAULT_EXCHANGE",
     "DEFAULT_RETRY_DELAYS",
     "XH_ATTEMPT",

@@ -31,6 +31,12 @@ __all__ = (
     "BROKER_DEATH_HEADERS",
     "DEATH_HEADERS",
     "DeadLetter",
+    "REASON_DECODE_ERROR",
+    "REASON_DELIVERY_LIMIT",
+    "REASON_HANDLER_ERROR",
+    "REASON_MAXLEN",
+    "REASON_MESSAGE_TOO_LARGE",
+    "REASON_REJECTED",
     "XH_ATTEMPT",
     "XH_ATTEMPTS",
     "XH_ERROR_MESSAGE",
@@ -67,6 +73,20 @@ XH_ORIGINAL_ROUTING_KEY = "x-actorbus-original-routing-key"
 """Header: the routing key the message was first published with."""
 XH_ORIGINAL_QUEUE = "x-actorbus-original-queue"
 """Header: the queue the message was consumed from when it was dead-lettered."""
+
+# Values of XH_REASON: why a message died. Brokers set the first four; the app the others.
+REASON_REJECTED = "rejected"
+"""A consumer rejected it without requeueing (``nack(requeue=False)``)."""
+REASON_MAXLEN = "maxlen"
+"""The queue was full (``max_length``) and dropped its oldest message."""
+REASON_DELIVERY_LIMIT = "delivery-limit"
+"""It was redelivered more often than the queue's ``delivery_limit``."""
+REASON_MESSAGE_TOO_LARGE = "message-too-large"
+"""Its body exceeded the size limit before it reached the consumer."""
+REASON_DECODE_ERROR = "decode-error"
+"""It could not be decoded (malformed, unknown type or version, wrong content type)."""
+REASON_HANDLER_ERROR = "handler-error"
+"""Its handler kept failing until the retry policy gave up."""
 
 #: Headers RabbitMQ writes when it dead-letters a message itself. A copy that a broker
 #: re-publishes (a retry, a dead letter of ours) drops them: they describe another hop.

@@ -25,7 +25,7 @@ from pamqp.commands import Basic
 
 from ..._backoff import Backoff
 from ..._log import get_logger
-from .._deadletter import XH_ERROR_MESSAGE, XH_ERROR_TYPE, XH_REASON
+from .._deadletter import REASON_MESSAGE_TOO_LARGE, XH_ERROR_MESSAGE, XH_ERROR_TYPE, XH_REASON
 from .._protocol import DeliveryCallback
 from ._acker import ChannelAcker
 from ._connection import ConnectionManager
@@ -215,7 +215,7 @@ class AmqpSubscription:
             message_id=delivery.envelope.message_id, size=size, limit=limit,
         )  # fmt: skip
         headers = {
-            XH_REASON: "message-too-large",
+            XH_REASON: REASON_MESSAGE_TOO_LARGE,
             XH_ERROR_TYPE: "MessageTooLargeError",
             XH_ERROR_MESSAGE: f"message of {size} bytes exceeds the limit of {limit} bytes",
         }

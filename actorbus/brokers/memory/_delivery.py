@@ -23,16 +23,13 @@ from anyio.lowlevel import checkpoint
 
 from ..._log import get_logger
 from ...messages import Envelope
-from .._deadletter import XH_ATTEMPT, XH_REASON
+from .._deadletter import REASON_REJECTED, XH_ATTEMPT, XH_REASON
 from .._protocol import DeliveryCallback, QueueSpec, nearest_tier
 
 if TYPE_CHECKING:
     import anyio
 
 __all__ = (
-    "REASON_DELIVERY_LIMIT",
-    "REASON_MAXLEN",
-    "REASON_REJECTED",
     "Connection",
     "MemoryDelivery",
     "MemorySubscription",
@@ -46,9 +43,6 @@ __all__ = (
 _log = get_logger("actorbus.brokers", broker="memory")
 
 #: Dead-letter reasons the broker itself records in ``XH_REASON``.
-REASON_REJECTED = "rejected"
-REASON_MAXLEN = "maxlen"
-REASON_DELIVERY_LIMIT = "delivery-limit"
 
 
 def derive(

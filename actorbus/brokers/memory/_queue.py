@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from ..._log import get_logger
 from .._deadletter import (
+    REASON_DELIVERY_LIMIT,
+    REASON_MAXLEN,
     XH_ORIGINAL_EXCHANGE,
     XH_ORIGINAL_QUEUE,
     XH_ORIGINAL_ROUTING_KEY,
@@ -21,8 +23,6 @@ from .._deadletter import (
 )
 from .._protocol import QueueSpec
 from ._delivery import (
-    REASON_DELIVERY_LIMIT,
-    REASON_MAXLEN,
     MemoryDelivery,
     MemorySubscription,
     Notifier,
