@@ -8,7 +8,8 @@ delivery (DESIGN.md §3, "at-least-once, then idempotent"):
    neither, the delivery is dead-lettered (``no-identity``) and its handler never runs. The
    decoded message cannot tell (the Event base fills a missing ``eventId`` with a fresh uuid4),
    so the body is read once more by :data:`_IDENTITY`, a one-field msgspec decoder that skips
-   everything else: ~0.3 µs for a 300-byte event, next to ~1.5 µs for the typed decode.
+   everything else: ~0.45 µs for a 312-byte event, next to ~1.5 µs for its typed decode
+   (measured with timeit on the development machine; not paid on the in-memory path).
 2. ``async with store.transaction(wait=False) as tx``: ``tx.inbox.claim(queue, key)``; a
    duplicate runs nothing. Otherwise the handler runs with ``ctx.tx``; what it publishes is
    written to ``tx.outbox`` in the same unit. A handler error rolls back this unit alone.
@@ -68,7 +69,7 @@ __all__ = ("DurablePipeline", "Settler", "StoreHealth", "message_identity")
 _log = get_logger("actorbus.app")
 
 
-class _Identity(msgspec.Struct):
+class _Identity(msgspec.Struct, gc=False):
     """The one field of a payload a durable consumer deduplicates by."""
 
     eventId: str | None = None  # the wire name

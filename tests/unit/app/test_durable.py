@@ -370,3 +370,37 @@ async def test_shutdown_flushes_the_outbox_before_closing_the_store(tmp_path: Pa
     async with open_store(url) as store:
         assert await store.outbox.pending() == 0
     assert len(harness.published_to("durable.deposited")) == 1
+
+
+@pytest.fixture
+def own_cluster() -> Any:
+    """A PostgreSQL cluster of this test's own, since the test crashes it."""
+    from actorbus.testing._postgres import PostgresCluster, find_postgres_bin
+
+    if find_postgres_bin() is None:
+        pytest.skip("needs the postgresql server binaries")
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_postgres_going_away_delays_deliveries_and_loses_none(own_cluster: Any) -> None:
+    bank = Bank()
+    url = f"{own_cluster.url}&connect_timeout=3".replace("&", "?", 1)
+    async with ServiceHarness([bank.service], store=url, timeout=60) as bus:
+        store: Any = bus.app.store
+        await bus.publish(Deposit(account="a", amount=1))
+        await bus.wait_until_idle()
+        await anyio.to_thread.run_sync(own_cluster.crash)
+        for _ in range(5):
+            await bus.publish(Deposit(account="b", amount=1))
+        await wait_until(lambda: not bus.app.is_ready, timeout=30)
+        assert bank.calls == ["a"]
+        await anyio.to_thread.run_sync(own_cluster.start)
+        await wait_until(lambda: bus.app.is_ready, timeout=30)
+        await bus.wait_until_idle()
+        assert bank.calls == ["a"] + ["b"] * 5
+        assert await balance(store, "b") == 5
+        assert len(await bus.wait_for(Deposited, count=6)) == 6
+        assert own_cluster.password not in str(store.url)
