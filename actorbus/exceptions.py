@@ -27,6 +27,7 @@ __all__ = (
     "UnknownMessageTypeError",
     "UnsupportedContentTypeError",
     "UnsupportedVersionError",
+    "NoIdentityError",
     # brokers
     "BrokerError",
     "BrokerConnectionError",
@@ -222,6 +223,24 @@ class UnsupportedVersionError(MessageError, LookupError):
         extra = f"; {hint}" if hint else ""
         super().__init__(
             f"unsupported schemaVersion {version!r} for {name!r} (supported: {listed}){extra}"
+        )
+
+
+class NoIdentityError(MessageError, ValueError):
+    """A delivery carries no identity to deduplicate it by: no ``eventId``, no message id.
+
+    A durable consumer never makes one up (a random key is never recognised again, an empty
+    one makes every later message a "duplicate"): it dead-letters the message (reason
+    ``no-identity``) without running its handler.
+    """
+
+    def __init__(self, queue: str, message_type: str) -> None:
+        self.queue = queue
+        self.message_type = message_type
+        super().__init__(
+            f"message {message_type!r} on queue {queue!r} has no identity: the payload has no "
+            "top-level 'eventId' and the transport message_id is empty; it was not processed. "
+            "Have the producer set 'eventId' in the payload (or the AMQP message_id)"
         )
 
 

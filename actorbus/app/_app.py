@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .._clock import Clock
 from .._log import get_logger
@@ -26,10 +27,13 @@ from ..exceptions import ConfigurationError
 from ..messages import Command, JsonCodec, Message, MessageRegistry
 from ..observe import Tracer, build_tracer, metrics_address, parse_address
 from ..runtime import ActorRef, ActorSystem, ChildSpec, SupervisorSpec
+from ..stores import Store, open_store, run_pruner
 from ._context import ServiceContext
+from ._durable import DurablePipeline, Settler, StoreHealth
 from ._inbox import Inbox, MemoryInbox
 from ._outgoing import Outgoing
 from ._pipeline import ConsumerActor, Pipeline
+from ._relay import OutboxRelay
 from ._service import Service
 
 if TYPE_CHECKING:
@@ -81,6 +85,12 @@ class App:
         exchange: Where :meth:`publish` sends events; the first service's exchange by
             default. Required, and declared, for an App without services (a publisher).
         command_exchange: Where :meth:`send` sends commands; the first service's by default.
+        store: A store URL (``sqlite:///data/app.sqlite3``, ``postgresql://…``) or a
+            :class:`~actorbus.stores.Store` (entered here). With a store, services are durable
+            by default (``Service(durable=...)``): each delivery's inbox record (by the
+            payload's ``eventId``), the handler's SQL (``ctx.tx``) and what it publishes
+            commit together; an outbox relay publishes after the COMMIT; a pruner trims old
+            inbox and outbox rows; readiness includes the store. ``None``: no store.
 
     Attributes:
         metrics: The App's :class:`~actorbus.app._metrics.AppMetrics` (its ``registry`` is
@@ -105,6 +115,7 @@ class App:
         tracing: Any = True,
         exchange: str | None = None,
         command_exchange: str | None = None,
+        store: str | Store | None = None,
     ) -> None:
         self.services: tuple[Service, ...] = tuple(services)
         names = [s.name for s in self.services]
@@ -117,6 +128,17 @@ class App:
                 "to, e.g. App([], exchange='orders.topic')"
             )
         self.broker: Broker = connect(broker) if isinstance(broker, str) else broker
+        self.store: Store | None = open_store(store) if isinstance(store, str) else store
+        needs_store = [s.name for s in self.services if s.durable and self.store is None]
+        if needs_store:
+            raise ConfigurationError(
+                f"services {needs_store} are declared durable=True but the App has no store: "
+                "pass App(..., store='sqlite:///data/app.sqlite3') (or --store URL)"
+            )
+        self._health: StoreHealth | None = None
+        self._settler_tasks: TaskGroup | None = None
+        #: The outbox relay, while running with a store.
+        self.relay: OutboxRelay | None = None
         self.data_dir = Path(data_dir)
         self.inbox: Inbox = inbox if inbox is not None else MemoryInbox()
         self.codec = codec or JsonCodec()
@@ -170,7 +192,12 @@ class App:
             self.codec, service.exchange, service.command_exchange, tracer=self._tracer
         )
         return ServiceContext(
-            service, self, self.data_dir / service.name, outgoing, self._publisher(service.name)
+            service,
+            self,
+            self.data_dir / service.name,
+            outgoing,
+            self._publisher(service.name),
+            self.store,
         )
 
     def _build_metrics(self, setting: Any, port: str | int | None) -> AppMetrics | None:
@@ -210,8 +237,18 @@ class App:
 
     @property
     def is_ready(self) -> bool:
-        """Started, the broker connected, and every consumer consuming."""
-        return self._running and self.broker.is_ready
+        """Started, the broker connected, every consumer consuming, and the store answering.
+
+        The store's part is a flag (no round trip per call): it turns false when a delivery,
+        a COMMIT or the outbox relay meets an unavailable store, and true again when a ping
+        gets through (see :class:`~actorbus.app._durable.StoreHealth`).
+        """
+        health = self._health
+        return self._running and self.broker.is_ready and (health is None or health.ok)
+
+    def durable(self, service: Service) -> bool:
+        """Whether ``service``'s deliveries are handled in store transactions."""
+        return self.store is not None and service.durable is not False
 
     async def __aenter__(self) -> Self:
         if self._stack is not None:
@@ -221,6 +258,12 @@ class App:
         try:
             await stack.enter_async_context(self.broker)
             await self.broker.declare(self.topology())
+            settlers: list[Settler] = []
+            if self.store is not None:
+                # Entered after the broker, so closed before it: the relay's last flush
+                # still has a broker to publish to.
+                await stack.enter_async_context(self.store)
+                await self._start_store_tasks(stack, self.store, settlers)
             for service in self.services:
                 ctx = self.contexts[service.name]
                 await anyio.Path(ctx.data_dir).mkdir(parents=True, exist_ok=True)
@@ -231,7 +274,7 @@ class App:
             system = self._system = ActorSystem("actorbus", clock=self._clock)
             await stack.enter_async_context(system)
             stack.push_async_callback(self._stop_consuming)
-            await self._start_consumers(system)
+            await self._start_consumers(system, settlers)
             if self._http is not None:
                 await self._start_http(stack, self._http)
             if self._metrics_address is not None:
@@ -253,6 +296,7 @@ class App:
             services=[s.name for s in self.services],
             broker=self.broker.url,
             queues=[s.queue.name for s in self.services],
+            store=None if self.store is None else self.store.url,  # password masked
         )
         return self
 
@@ -272,26 +316,88 @@ class App:
             self._system = None
             _log.info("app_stopped", services=[s.name for s in self.services])
 
-    async def _start_consumers(self, system: ActorSystem) -> None:
+    async def _start_store_tasks(
+        self, stack: contextlib.AsyncExitStack, store: Store, settlers: list[Settler]
+    ) -> None:
+        """Start the store's health watch, outbox relay and pruner; stop them in order.
+
+        On exit (after the consumers stopped): the settlers ack what committed, the relay
+        publishes what it can within ``drain_timeout``, then the tasks are cancelled and the
+        store is closed.
+        """
+        health = self._health = StoreHealth(store)
+        publish_batch = (
+            self.broker.publish_batch
+            if self.metrics is None
+            else self._measured_publisher("").publish_batch
+        )
+        relay = self.relay = OutboxRelay(
+            store,
+            publish_batch,
+            health,
+            command_exchanges={self.command_exchange} | {s.command_exchange for s in self.services},
+        )
+        tasks = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tasks.cancel_scope.cancel)
+        await tasks.start(health.run)
+        await tasks.start(run_pruner, store)
+        await tasks.start(relay.run)
+
+        async def drain() -> None:
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self._drain_timeout):
+                    for settler in settlers:
+                        await settler.close()
+                await relay.close(self._drain_timeout)
+
+        stack.push_async_callback(drain)
+        self._settler_tasks = tasks
+
+    async def _start_consumers(self, system: ActorSystem, settlers: list[Settler]) -> None:
         for service in self.services:
             if not service.subscriptions:
                 continue
             metrics = self.metrics
-            pipeline = Pipeline(
-                service,
-                self.registry,
-                self.broker,
-                self.inbox if service.dedupe else None,
-                self.contexts[service.name].outgoing,
-                self.contexts[service.name],
-                tracer=self._tracer,
-                metrics=None
+            queue_metrics = (
+                None
                 if metrics is None
-                else metrics.queue(service.name, service.queue.name, service.subscriptions),
-                publish_batch=None
-                if metrics is None
-                else self._measured_publisher(service.name).publish_batch,
+                else metrics.queue(service.name, service.queue.name, service.subscriptions)
             )
+            pipeline: Pipeline
+            # Decided once per pipeline, here: the in-memory path is untouched by stores.
+            if self.durable(service):
+                if self.store is None or self._health is None:  # pragma: no cover - checked
+                    raise ConfigurationError("a durable service needs a store")
+                durable = DurablePipeline(
+                    service,
+                    self.registry,
+                    self.broker,
+                    self.contexts[service.name].outgoing,
+                    self.contexts[service.name],
+                    self.store,
+                    self._health,
+                    tracer=self._tracer,
+                    metrics=queue_metrics,
+                )
+                if self._settler_tasks is None:  # pragma: no cover - set with the store
+                    raise ConfigurationError("the store's tasks are not running")
+                await self._settler_tasks.start(durable.settler.run)
+                settlers.append(durable.settler)
+                pipeline = durable
+            else:
+                pipeline = Pipeline(
+                    service,
+                    self.registry,
+                    self.broker,
+                    self.inbox if service.dedupe else None,
+                    self.contexts[service.name].outgoing,
+                    self.contexts[service.name],
+                    tracer=self._tracer,
+                    metrics=queue_metrics,
+                    publish_batch=None
+                    if metrics is None
+                    else self._measured_publisher(service.name).publish_batch,
+                )
             names = [f"{service.name}.consumer-{i}" for i in range(service.concurrency)]
             spec = SupervisorSpec(
                 service.name,

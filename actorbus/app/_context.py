@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,8 +18,16 @@ from ._outgoing import Outgoing
 
 if TYPE_CHECKING:
     from ..brokers import Broker, QueueSpec
+    from ..stores import Row, Store, Transaction, TxInbox, TxOutbox
 
-__all__ = ("AppHandle", "HandlerContext", "HandlerSite", "ServiceContext", "ServiceInfo")
+__all__ = (
+    "AppHandle",
+    "HandlerContext",
+    "HandlerSite",
+    "ServiceContext",
+    "ServiceInfo",
+    "ServiceTransaction",
+)
 
 
 _log = get_logger("actorbus.app")
@@ -72,6 +81,7 @@ class ServiceContext:
         data_dir: The service's directory for persistent state.
         outgoing: Encodes and addresses what the service publishes.
         publish: Publishes one message and waits for the broker's confirm.
+        store: The App's store, if it has one.
 
     Attributes:
         service: The service.
@@ -79,6 +89,7 @@ class ServiceContext:
         publisher: Publishes one built message (counted in metrics when they are on).
         data_dir: The service's own directory for persistent state (created on start).
         state: A place for the service's resources (a database connection, a store).
+        store: The App's :class:`~actorbus.stores.Store` (``App(store=...)``), or ``None``.
     """
 
     def __init__(
@@ -88,8 +99,11 @@ class ServiceContext:
         data_dir: Path,
         outgoing: Outgoing,
         publish: Callable[[OutboundMessage], Awaitable[None]],
+        store: Store | None = None,
     ) -> None:
         self.service = service
+        #: The App's store (``App(store=...)``), or ``None``.
+        self.store = store
         self.app = app
         self.data_dir = data_dir
         self.state: dict[str, Any] = {}
@@ -150,6 +164,105 @@ class ServiceContext:
             )
         )
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[ServiceTransaction]:
+        """Run the block as one unit of work on the App's store; publish through its outbox.
+
+        What the block publishes or sends (``tx.publish``, ``tx.send``) is written to the
+        outbox in the same transaction as its SQL, and published by the App's relay after
+        the COMMIT: both happen, or neither. Leaving the block waits for the COMMIT (so an
+        HTTP endpoint answers only once it is durable). Concurrent blocks share COMMITs.
+
+        Example::
+
+            async with ctx.transaction() as tx:
+                await tx.execute("INSERT INTO orders (id) VALUES (?)", order_id)
+                await tx.publish(OrderCreated(order_id=order_id))
+
+        Raises:
+            ConfigurationError: The App has no store.
+            StoreUnavailableError: The database is unreachable; nothing was kept.
+        """
+        store = self.store
+        if store is None:
+            raise ConfigurationError(
+                f"service {self.service.name!r}: ctx.transaction() needs a store; run the App "
+                "with one: App(..., store='sqlite:///data/app.sqlite3') or --store URL"
+            )
+        async with store.transaction() as tx:
+            yield ServiceTransaction(tx, self)
+
+
+class ServiceTransaction:
+    """A store transaction whose publishes go to the outbox (``ServiceContext.transaction``).
+
+    It is a :class:`~actorbus.stores.Transaction` (SQL, ``inbox``, ``outbox``) plus
+    :meth:`publish` and :meth:`send`, built like ``ServiceContext.publish`` builds them.
+    """
+
+    __slots__ = ("_context", "tx")
+
+    def __init__(self, tx: Transaction, context: ServiceContext) -> None:
+        self.tx = tx
+        self._context = context
+
+    @property
+    def inbox(self) -> TxInbox:
+        """The inbox, in this transaction."""
+        return self.tx.inbox
+
+    @property
+    def outbox(self) -> TxOutbox:
+        """The outbox, in this transaction."""
+        return self.tx.outbox
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; return the number of rows it changed."""
+        return await self.tx.execute(sql, *args)
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        """Run a query; return its first row, or ``None``."""
+        return await self.tx.fetchone(sql, *args)
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        """Run a query; return every row."""
+        return await self.tx.fetchall(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """Run a query; return the first column of its first row, or ``None``."""
+        return await self.tx.fetchval(sql, *args)
+
+    async def wait_committed(self) -> None:
+        """Wait for the COMMIT (leaving the ``async with`` block already does)."""
+        await self.tx.wait_committed()
+
+    async def publish(
+        self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> None:
+        """Write ``event`` to the outbox; it is published after the COMMIT."""
+        out = self._context.outgoing.build(
+            event, correlation_id=correlation_id, causation_id=causation_id
+        )
+        await self.tx.outbox.add(out.exchange, out.envelope, out.body)
+
+    async def send(
+        self,
+        command: Command,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        expect_reply: bool = False,
+    ) -> None:
+        """Write ``command`` to the outbox; it is sent after the COMMIT."""
+        context = self._context
+        out = context.outgoing.build(
+            command,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            reply_to=context.service.queue.name if expect_reply else None,
+        )
+        await self.tx.outbox.add(out.exchange, out.envelope, out.body)
+
 
 class HandlerSite:
     """What every delivery of one queue's pipeline shares: built once, referenced per context.
@@ -173,7 +286,9 @@ class HandlerContext(msgspec.Struct, eq=False):
 
     What a handler publishes is buffered; when it returns, the pipeline publishes the buffer
     with confirms, records the message in the inbox, and only then acks the delivery. If the
-    handler raises, nothing it buffered is published.
+    handler raises, nothing it buffered is published. On a durable service (an App with a
+    store) the buffer is written to the outbox in the delivery's transaction (:attr:`tx`)
+    instead, and published by the App's relay after the COMMIT.
 
     One is created per delivery, so it holds only the envelope, the buffer and a reference to
     what the queue's deliveries share, and it is a msgspec Struct (built in C; compared by
@@ -188,12 +303,35 @@ class HandlerContext(msgspec.Struct, eq=False):
     _site: HandlerSite
     buffer: list[OutboundMessage] = msgspec.field(default_factory=list)
     _log: Any = None  # built on first use of `log`
+    _tx: Any = None  # the delivery's store transaction, on the durable path only
 
     @property
     def context(self) -> ServiceContext:
         """The handling service's :class:`~actorbus.app.ServiceContext` (its ``state``,
         ``data_dir``, ``publish`` for use outside a handler)."""
         return self._site.context
+
+    @property
+    def tx(self) -> Transaction:
+        """The store transaction this delivery is handled in (durable services only).
+
+        The handler's SQL (``await ctx.tx.execute(...)``), the inbox record of this message and
+        what the handler publishes commit together, once: if the handler raises, none of it is
+        kept and the delivery is retried.
+
+        Raises:
+            ConfigurationError: The service is not durable (the App has no store, or the
+                service was declared with ``durable=False``).
+        """
+        tx = self._tx
+        if tx is None:
+            raise ConfigurationError(
+                f"ctx.tx is only available to durable services: service {self.service!r} "
+                f"(queue {self.queue!r}) handles {self.envelope.type!r} without a store "
+                "transaction. Run the App with a store (App(..., store='sqlite:///…') or "
+                "--store URL) and do not pass Service(durable=False)"
+            )
+        return tx  # type: ignore[no-any-return]
 
     @property
     def queue(self) -> str:

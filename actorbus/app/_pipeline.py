@@ -30,6 +30,7 @@ from ..exceptions import (
     DecodeError,
     MessageError,
     MessageTooLargeError,
+    NoIdentityError,
     PublishError,
     RejectMessage,
     RetryLater,
@@ -103,6 +104,8 @@ def _reason(exc: BaseException) -> str:
         return "unsupported-version"
     if isinstance(exc, MessageTooLargeError):
         return "too-large"
+    if isinstance(exc, NoIdentityError):
+        return "no-identity"
     if isinstance(exc, DecodeError):
         return "decode-error"
     if isinstance(exc, UnsupportedContentTypeError):

@@ -92,6 +92,11 @@ class Service:
         dedupe: Put the app's idempotency inbox in front of the handlers. Pass ``False``
             when the handlers keep their own inbox in the same transaction as their effects
             (as the reference services do in SQLite).
+        durable: Handle each delivery in a transaction of the App's store: the inbox record
+            (by the payload's ``eventId``), the handler's SQL (``ctx.tx``) and what it
+            publishes (through the outbox) commit together, then the delivery is acked.
+            ``None`` (the default): durable when the App has a store. ``True`` requires one.
+            ``False``: the in-memory path (and ``dedupe``) even when the App has a store.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class Service:
         delivery_limit: int | None = None,
         max_length: int | None = None,
         dedupe: bool = True,
+        durable: bool | None = None,
     ) -> None:
         if not _NAME.match(name):
             raise ConfigurationError(
@@ -135,6 +141,7 @@ class Service:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.dedupe = dedupe
+        self.durable = durable
         self.subscriptions: dict[str, Subscription] = {}
         self.upcasters: list[tuple[type[Message], type[Message], Callable[[Any], Any]]] = []
         self.publishes: list[type[Message]] = []

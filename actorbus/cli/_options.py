@@ -14,6 +14,7 @@ __all__ = (
     "EXIT_USAGE",
     "add_broker_option",
     "add_log_options",
+    "add_store_option",
     "env",
 )
 
@@ -60,4 +61,16 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
         default=env("ACTORBUS_LOG_FORMAT", "auto"),
         choices=["auto", "console", "json"],
         help="console on a terminal, JSON lines otherwise (env ACTORBUS_LOG_FORMAT; default auto)",
+    )
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--store URL`` (fallback: ``ACTORBUS_STORE``; default: no store)."""
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=env("ACTORBUS_STORE", ""),
+        help="the services' store: sqlite:///path/file.sqlite3 or "
+        "postgresql://user:pass@host:5432/db; makes every service durable (inbox, "
+        "transactional outbox, group commit) (env ACTORBUS_STORE; default: none)",
     )

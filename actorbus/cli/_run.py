@@ -16,6 +16,7 @@ from ..brokers import redact
 from ..exceptions import (
     BrokerConnectionError,
     ConfigurationError,
+    StoreError,
     SupervisorGaveUpError,
 )
 from ._imports import resolve_services
@@ -27,6 +28,7 @@ from ._options import (
     EXIT_OK,
     EXIT_USAGE,
     add_broker_option,
+    add_store_option,
     env,
 )
 from ._signals import wait_for_shutdown_signal
@@ -50,6 +52,7 @@ def add_run_command(sub: Any) -> None:
     )
     parser.add_argument("target", metavar="TARGET", help="package, module, or module:attribute")
     add_broker_option(parser)
+    add_store_option(parser)
     parser.add_argument(
         "--http",
         metavar="HOST:PORT",
@@ -95,6 +98,7 @@ def run_command(args: argparse.Namespace) -> int:
             http=http,
             metrics_port=metrics_port,
             drain_timeout=args.drain_timeout,
+            store=args.store or None,
         )
     except ConfigurationError as exc:
         _log.error("invalid_usage", error=str(exc))
@@ -115,6 +119,8 @@ async def _serve(app: App, services: list[Service]) -> int:
                 "services": [s.name for s in services],
                 "broker": redact(app.broker.url),
             }
+            if app.store is not None:
+                ready["store"] = app.store.url  # the store's URL has its password masked
             if app.http_address is not None:
                 host, port = app.http_address
                 ready["http"] = f"http://{host}:{port}"
@@ -131,5 +137,8 @@ async def _serve(app: App, services: list[Service]) -> int:
     except ConfigurationError as exc:
         _log.error("invalid_usage", error=str(exc))
         return EXIT_USAGE
+    except StoreError as exc:  # down at start, or a schema newer than this code
+        _log.error("store_unavailable", error=str(exc))  # store errors name redacted URLs
+        return EXIT_FAILED
     _log.info("actorbus_stopped")
     return EXIT_OK

@@ -26,6 +26,8 @@ from ..messages import SCHEMA_VERSION_HEADER, Command, Envelope, Message
 if TYPE_CHECKING:
     from typing import Self
 
+    from ..stores import Store
+
 __all__ = ("Published", "RecordingBroker", "ServiceHarness", "wait_until_idle")
 
 M = TypeVar("M", bound=Message)
@@ -145,6 +147,9 @@ class ServiceHarness:
         clock: A clock for retry delays and supervisor backoff (e.g. a ``ManualClock``).
         data_dir: Where the services keep state; a temporary directory by default.
         inbox: The idempotency inbox; the app's default (in memory) otherwise.
+        store: The App's store (a URL such as ``sqlite:///{tmp_path}/t.sqlite3``, or a store):
+            the services become durable (see :class:`~actorbus.App`); ``wait_until_idle``
+            then also waits for the outbox to be published.
         timeout: How long probes wait before failing with ``TimeoutError``.
     """
 
@@ -155,6 +160,7 @@ class ServiceHarness:
         clock: Clock | None = None,
         data_dir: str | Path | None = None,
         inbox: Inbox | None = None,
+        store: str | Store | None = None,
         timeout: float = 5.0,
     ) -> None:
         self.broker = MemoryBroker(f"memory://harness-{uuid.uuid4().hex}", clock=clock)
@@ -166,6 +172,7 @@ class ServiceHarness:
             data_dir=data_dir if data_dir is not None else self._tmp.name,  # type: ignore[union-attr]
             inbox=inbox,
             clock=clock,
+            store=store,
         )
         self.timeout = timeout
 
@@ -251,7 +258,21 @@ class ServiceHarness:
         Raises:
             TimeoutError: Still busy after the harness's timeout.
         """
-        await wait_until_idle(self.broker, timeout=self.timeout)
+        store = self.app.store
+        if store is None:
+            await wait_until_idle(self.broker, timeout=self.timeout)
+            return
+        # A durable App acks a delivery after its COMMIT and publishes its outbox rows after
+        # that: idle means the broker is idle *and* the outbox is empty.
+        with anyio.fail_after(self.timeout):
+            while True:
+                await wait_until_idle(self.broker, timeout=self.timeout)
+                if await store.outbox.pending() == 0:
+                    await anyio.wait_all_tasks_blocked()
+                    if self.broker.is_idle():
+                        return
+                    continue
+                await self.broker.wait_for_change()
 
 
 async def wait_until_idle(broker: MemoryBroker, *, timeout: float = 5.0) -> None:
