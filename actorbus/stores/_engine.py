@@ -220,6 +220,8 @@ class _Unit:
 
     def grant(self, tx: _Tx) -> None:
         self.tx = tx
+        if self.done.is_set():  # abandoned after the lane took it: nothing will use the tx
+            tx.close()
         self.turn.set()
 
     def fail_early(self, error: BaseException) -> None:
@@ -369,10 +371,12 @@ class _TransactionContext:
         try:
             await unit.turn.wait()
         except BaseException as exc:
-            if unit.tx is not None:  # granted just as we were cancelled: give it back
-                unit.finish(exc)
-            else:
-                unit.abandoned = True
+            # Cancelled while queued, or while a lane had already taken the unit and was
+            # setting its savepoint: either way its body never runs. Mark it done, so that a
+            # lane that grants it after all rolls its (empty) savepoint back and moves on
+            # instead of waiting for a body that will not come.
+            unit.abandoned = True
+            unit.finish(exc)
             raise
         if unit.error is not None:
             raise unit.error
