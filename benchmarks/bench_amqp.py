@@ -35,6 +35,7 @@ from pamqp.commands import Basic
 from actorbus import App, HandlerContext, Service
 from actorbus.brokers import Binding, OutboundMessage, Topology
 from actorbus.brokers.amqp._acker import ACK_LINGER  # the same linger as actorbus
+from actorbus.messages import SCHEMA_VERSION_HEADER, Envelope
 
 from . import bench_peers
 from ._common import OrderCreated, PlainOrderCreated, Settings, make_events, make_plain
@@ -188,9 +189,23 @@ class RawConsumer:
 
 
 def _outbound(exchange: str, app: App, events: Sequence[OrderCreated]) -> list[OutboundMessage]:
-    envelope = app.registry.envelope
+    """What ``App.publish`` builds (envelope and body), built ahead for ``publish_batch``."""
     encode = app.codec.encode
-    return [OutboundMessage(exchange, envelope(e), encode(e)) for e in events]
+    now = time.time()
+    return [
+        OutboundMessage(
+            exchange,
+            Envelope(
+                e.message_id,
+                e.__routing_key__,
+                e.__routing_key__,
+                headers={SCHEMA_VERSION_HEADER: e.schema_version},
+                timestamp=now,
+            ),
+            encode(e),
+        )
+        for e in events
+    ]
 
 
 async def _works(
