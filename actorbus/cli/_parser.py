@@ -8,7 +8,6 @@ shares come from :mod:`._options`.
 from __future__ import annotations
 
 import argparse
-import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -36,19 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the ``actorbus`` argument parser with all of its subcommands."""
     parser = argparse.ArgumentParser(
         prog="python -m actorbus",
-        description=textwrap.dedent(
-            """\
-            actorbus: supervised actors consuming from message brokers.
-
-            Commands:
-              run TARGET       run the services of a package or module until SIGINT/SIGTERM
-              asyncapi TARGET  write the AsyncAPI 3.0 document of the services
-              graph TARGET     draw services, exchanges and queues (Mermaid or DOT)
-              schema TARGET    write the messages' JSON Schema snapshot, or --check one
-              dlq ACTION QUEUE list, show, replay or purge a queue's dead letters
-            """
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="actorbus: supervised actors consuming from message brokers.",
+        epilog="Run 'python -m actorbus COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"actorbus {__version__}")
     add_log_options(parser)

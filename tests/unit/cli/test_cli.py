@@ -54,8 +54,33 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "run TARGET" in out
+    commands = out.split("commands:", 1)[1]
+    for name in ("run", "asyncapi", "graph", "schema", "dlq"):
+        listed = [line for line in commands.splitlines() if line.split()[:1] == [name]]
+        assert len(listed) == 1, f"{name!r} listed {len(listed)} times in --help"
+    assert out.count("\n    run ") + out.count("\n  run ") == 1  # once, not in a second list
     assert "--log-level" in out
+
+
+def test_library_log_records_use_the_same_renderer(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    from actorbus.cli._logging import configure_logging
+
+    try:
+        configure_logging("info", "json")
+        logging.getLogger("uvicorn.error").warning("port %d in use", 8000)
+        structlog.get_logger("actorbus.app").warning("app_started", queues=1)
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert lines[0]["event"] == "port 8000 in use"
+    assert lines[0]["logger"] == "uvicorn.error"
+    assert lines[0]["level"] == "warning"
+    assert lines[1]["event"] == "app_started"
+    assert set(lines[0]) >= {"event", "level", "timestamp"}
+    assert set(lines[1]) >= {"event", "level", "timestamp"}
 
 
 def test_run_help_documents_contract_flags(capsys: pytest.CaptureFixture[str]) -> None:
