@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,12 @@ def storage_error(path: Path, doing: str, exc: BaseException) -> BrokerError:
             "the disk (or the file's max_size_mb cap) is full: free space, or raise "
             "max_size_mb; nothing of this transaction was stored"
         )
-    elif "readonly" in low or "read-only" in low or isinstance(exc, PermissionError):
+    elif (
+        "readonly" in low
+        or "read-only" in low
+        or isinstance(exc, PermissionError)
+        or _read_only(path)
+    ):
         remedy = (
             "the file or its directory is read-only: make the directory writable (SQLite "
             "also writes -wal and -shm files beside it) or choose another --data-dir"
@@ -153,6 +159,18 @@ def storage_error(path: Path, doing: str, exc: BaseException) -> BrokerError:
     if doing == "opening":
         return BrokerConnectionError(f"sqlite:///{where}", message)
     return BrokerError(f"sqlite broker file: {message}")
+
+
+def _read_only(path: Path) -> bool:
+    """Whether the file's directory (or its nearest existing ancestor) cannot be written."""
+    where = path.absolute().parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        read_only_fs = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only_fs = False
+    return read_only_fs or not os.access(where, os.W_OK)
 
 
 def is_storage_error(exc: BaseException) -> bool:
