@@ -92,6 +92,9 @@ INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1), ('topology', 0);
 PUBLISH, ACK, REQUEUE, UNCLAIM, RETRY, DEAD, CLAIM = range(7)
 DEPTH, PURGE, CHECK, DECLARE, HEARTBEAT, RELEASE, UNSUBSCRIBE = range(7, 14)
 
+#: Operations whose commit a caller waits on as a confirm: fsynced under synchronous=FULL.
+_CONFIRMED = frozenset({PUBLISH, DECLARE, RETRY, DEAD})
+
 Row = tuple[int, str, Envelope, bytes]
 """A claimed message: row id, exchange, envelope (with delivery state), body."""
 
@@ -174,6 +177,8 @@ class Database:
         self.owner = 0
         self._db: sqlite3.Connection | None = None
         self._version = -1
+        self._full = options.synchronous == "FULL"
+        self._synced = self._full
         self._specs: dict[str, QueueSpec] = {}
         self._routers: dict[str, Router[str]] = {}
         self._encode = msgspec.msgpack.Encoder(enc_hook=encode_hook).encode
@@ -282,6 +287,14 @@ class Database:
         peers: list[int] = []
         handlers = self._handlers
         try:
+            if self._full:
+                # Only a confirm (publish, declare) needs its own fsync. A batch of acks and
+                # claims commits without one: WAL keeps it atomic, the next confirmed commit
+                # fsyncs it too, and a power loss before that only redelivers (at-least-once).
+                confirm = any(op.kind in _CONFIRMED for op in ops)
+                if confirm != self._synced:
+                    db.execute(f"PRAGMA synchronous = {'FULL' if confirm else 'NORMAL'}")
+                    self._synced = confirm
             db.execute("BEGIN IMMEDIATE")
             now = time.time()
             self._refresh(db)
