@@ -37,6 +37,7 @@ _BUILTINS: dict[str, str] = {
     "memory": "actorbus.brokers.memory:MemoryBroker",
     "amqp": "actorbus.brokers.amqp:AmqpBroker",
     "amqps": "actorbus.brokers.amqp:AmqpBroker",
+    "sqlite": "actorbus.brokers.sqlite:SqliteBroker",
 }
 
 _INSTALL_HINTS: dict[str, str] = {

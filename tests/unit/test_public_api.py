@@ -43,7 +43,7 @@ NATIVE = {
     "nats": ("actorbus.brokers.nats",),
     "asyncpg": ("actorbus.stores",),
     "psycopg": ("actorbus.stores",),
-    "sqlite3": ("actorbus.stores",),
+    "sqlite3": ("actorbus.stores", "actorbus.brokers.sqlite"),
     "uvicorn": ("actorbus.observe",),
     "prometheus_client": ("actorbus.observe",),
 }
