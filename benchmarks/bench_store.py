@@ -381,7 +381,7 @@ async def _inbox(
         async with App([inventory.build()], broker=url, data_dir=data_dir, store=store) as app:
             assert app.store is not None
             async with app.store.transaction() as tx:
-                await tx.execute("UPDATE stock SET available = ? WHERE sku = ?", 10**12, _SKU)
+                await tx.execute("UPDATE stock SET available = ? WHERE sku = ?", 10**9, _SKU)
         probe = _Probe(await connection.channel())
         await probe.start()
 
@@ -453,7 +453,7 @@ async def _flow(
     ) as app:
         assert app.store is not None
         async with app.store.transaction() as tx:
-            await tx.execute("UPDATE stock SET available = ? WHERE sku = ?", 10**12, _SKU)
+            await tx.execute("UPDATE stock SET available = ? WHERE sku = ?", 10**9, _SKU)
 
         async def flow_round(n: int) -> Sample:
             nonlocal arrivals
