@@ -122,7 +122,7 @@ class _Run:
 
 async def _async_cases(settings: Settings, loop: str, run: _Run) -> None:
     """Run the cases that need an event loop, on the running one."""
-    from . import bench_mailbox, bench_memory
+    from . import bench_mailbox, bench_memory, bench_store
 
     suites: list[tuple[str, tuple[str, ...], Callable[[], Awaitable[list[CaseResult]]]]] = [
         ("actor", ("actor",), lambda: bench_mailbox.run(settings, loop)),
@@ -134,10 +134,13 @@ async def _async_cases(settings: Settings, loop: str, run: _Run) -> None:
         suites.append(
             (
                 "amqp",
-                ("amqp", "peers", "flow"),
+                ("amqp", "peers"),
                 lambda: bench_amqp.run(settings, loop, only=run.only),
             )
         )
+    suites.append(
+        ("store", ("store", "flow"), lambda: bench_store.run(settings, loop, only=run.only))
+    )
     for name, prefixes, suite in suites:
         if not run.wanted(*prefixes):
             continue

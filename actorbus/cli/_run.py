@@ -30,6 +30,7 @@ from ._options import (
     add_broker_option,
     add_store_option,
     env,
+    resolve_store,
 )
 from ._signals import wait_for_shutdown_signal
 
@@ -91,14 +92,15 @@ def run_command(args: argparse.Namespace) -> int:
         services = resolve_services(args.target)
         http = None if args.http in ("off", "none", "") else args.http
         metrics_port = None if args.metrics in ("off", "none", "") else args.metrics
+        data_dir = Path(args.data_dir)
         app = App(
             services,
             broker=args.broker,
-            data_dir=Path(args.data_dir),
+            data_dir=data_dir,
             http=http,
             metrics_port=metrics_port,
             drain_timeout=args.drain_timeout,
-            store=args.store or None,
+            store=resolve_store(args.store, data_dir),
         )
     except ConfigurationError as exc:
         _log.error("invalid_usage", error=str(exc))

@@ -1,8 +1,10 @@
 """``POST /orders`` and ``GET /orders/{orderId}``: the front door of the order flow.
 
-Shared by the Order service (choreography) and the Order orchestrator (orchestration): both
-keep orders in an :class:`~services.order.store.OrderStore`; only what placing an order writes
-besides the order differs.
+Shared by the Order service (choreography) and the Order orchestrator (orchestration). The Order
+service keeps its orders in the App's store: ``POST /orders`` writes the order and its events in
+one ``ctx.transaction()``, and concurrent requests share COMMITs. The orchestrator still keeps
+its own :class:`~services.order.legacy.OrderStore` (in ``ctx.state["store"]``), and is served
+from it until it moves to the saga primitive.
 
 Validation decisions: unknown fields are refused (422) rather than ignored, so a typo such as
 ``"quantity"`` cannot turn into a silently different order; ``null`` is refused where a value
@@ -19,11 +21,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actorbus import Service, ServiceContext
+from actorbus.exceptions import StoreConflictError
 
 from ..common.http import HttpError, json_endpoint, json_response, read_json
-from ..common.store import store_of
+from ..common.state import app_store
 from ..contracts import OrderLine
-from .store import IdempotencyConflictError, NewOrder, OrderStore
+from .store import (
+    IdempotencyConflictError,
+    NewOrder,
+    OrderStore,
+    OrderView,
+    place_order,
+)
+from .store import (
+    get_order as load_order,
+)
 
 __all__ = (
     "ANONYMOUS",
@@ -123,14 +135,29 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
+async def _place(ctx: ServiceContext, new: NewOrder, key: str | None) -> tuple[OrderView, bool]:
+    """Write the order and its events in one transaction; answer once it is committed."""
+    try:
+        async with ctx.transaction() as tx:
+            return await place_order(tx, new, key)
+    except StoreConflictError:
+        # PostgreSQL: a serialization failure or deadlock with a concurrent writer. Nothing
+        # was kept; once more is safe (a retried key now finds the order the other one placed).
+        async with ctx.transaction() as tx:
+            return await place_order(tx, new, key)
+
+
 @json_endpoint
 async def create_order(request: Request, ctx: ServiceContext) -> Response:
     """``POST /orders``: validate, store the order and its follow-ups in one commit, ``202``."""
     key = _idempotency_key(request)
     new = parse_order(await read_json(request, OrderRequest))
-    store = store_of(ctx, OrderStore)
+    legacy = ctx.state.get("store")
     try:
-        order, created = await store.create(new, key)
+        if isinstance(legacy, OrderStore):  # the orchestrator, for now
+            order, created = await legacy.create(new, key)
+        else:
+            order, created = await _place(ctx, new, key)
     except IdempotencyConflictError as exc:
         raise HttpError(422, "idempotency_key_reused", str(exc)) from None
     log = ctx.log.bind(correlation_id=order.order_id)
@@ -152,7 +179,12 @@ async def create_order(request: Request, ctx: ServiceContext) -> Response:
 async def get_order(request: Request, ctx: ServiceContext) -> Response:
     """``GET /orders/{orderId}``: the order and its status, or ``404``."""
     order_id = request.path_params["order_id"]
-    order = await store_of(ctx, OrderStore).get(order_id)
+    legacy = ctx.state.get("store")
+    order = (
+        await legacy.get(order_id)
+        if isinstance(legacy, OrderStore)
+        else await load_order(app_store(ctx), order_id)
+    )
     if order is None:
         raise HttpError(404, "order_not_found", f"no order {order_id!r}")
     return json_response(order)

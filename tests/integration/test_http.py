@@ -10,13 +10,13 @@ import pytest
 from services import services
 from services.common.http import MAX_BODY_BYTES
 
-from .conftest import System, query, running
+from .conftest import System, running
 
 pytestmark = pytest.mark.anyio
 
 
 async def _orders(system: System) -> int:
-    rows = await query(system.orders, "SELECT count(*) AS n FROM orders")
+    rows = await system.query("SELECT count(*) AS n FROM orders")
     return int(rows[0]["n"])
 
 

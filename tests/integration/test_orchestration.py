@@ -11,7 +11,6 @@ from actorbus import HandlerContext, Service
 from services import inventory, notification, orchestrator, services
 from services.contracts import EXCHANGE, ChargePayment, RefundPayment, RefundPaymentResult
 from services.orchestrator.store import OrchestratorStore
-from services.payment.store import PaymentStore
 
 from .conftest import WAIT, query, running
 
@@ -27,11 +26,7 @@ async def test_saga_confirms_an_order(tmp_path: Path) -> None:
         assert order["status"] == "CONFIRMED"
         assert await system.stock("ABC") == 98
         assert await system.notifications(order_id) == ["order_confirmed"]
-        payments = await query(
-            system.store("payment", PaymentStore),
-            "SELECT status FROM payments WHERE order_id = ?",
-            order_id,
-        )
+        payments = await system.query("SELECT status FROM payments WHERE order_id = ?", order_id)
         assert [r["status"] for r in payments] == ["CHARGED"]
         saga = system.store("orchestrator", OrchestratorStore)
         assert await saga.saga_step(order_id) == "done"
@@ -63,7 +58,7 @@ async def test_out_of_stock_is_rejected_without_charging(tmp_path: Path) -> None
 
         assert order["status"] == "REJECTED"
         assert "not enough stock" in order["reason"]
-        payments = await query(system.store("payment", PaymentStore), "SELECT 1 FROM payments")
+        payments = await system.query("SELECT 1 FROM payments")
         assert payments == []
 
 
