@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 __all__ = (
-    "DEFAULT_BROKER",
+    "DEFAULT_BROKER_FILE",
     "DEFAULT_DATA_DIR",
     "DEFAULT_HTTP",
     "DEFAULT_STORE_FILE",
@@ -18,6 +18,7 @@ __all__ = (
     "add_log_options",
     "add_store_option",
     "env",
+    "resolve_broker",
     "resolve_store",
 )
 
@@ -30,7 +31,8 @@ breaking change."""
 EXIT_USAGE = 2
 """The command line or a target was wrong."""
 
-DEFAULT_BROKER = "memory://"
+#: The broker file under the data directory when no ``--broker`` is given to ``run``.
+DEFAULT_BROKER_FILE = "broker.sqlite3"
 DEFAULT_HTTP = "127.0.0.1:8000"
 DEFAULT_DATA_DIR = ".actorbus"
 #: The store's file under the data directory when no ``--store`` is given.
@@ -44,15 +46,42 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-def add_broker_option(parser: argparse.ArgumentParser, default: str = DEFAULT_BROKER) -> None:
-    """Add ``--broker URL`` (fallback: ``ACTORBUS_BROKER``)."""
+def add_broker_option(
+    parser: argparse.ArgumentParser, default: str = "", *, in_process: bool = True
+) -> None:
+    """Add ``--broker URL`` (fallback: ``ACTORBUS_BROKER``).
+
+    Args:
+        parser: The command's parser.
+        default: The URL when neither is given; ``""`` means the embedded broker under the
+            data directory (``run``; see :func:`resolve_broker`).
+        in_process: Whether the command can use ``memory://`` (a broker inside its own
+            process); commands that operate on another process's broker cannot.
+    """
+    shown = default or f"sqlite:///DATA_DIR/{DEFAULT_BROKER_FILE}, durable, on this host"
+    memory = ", memory:// (in one process, nothing on disk)" if in_process else ""
     parser.add_argument(
         "--broker",
         metavar="URL",
         default=env("ACTORBUS_BROKER", default),
-        help="broker URL: memory:// (in-process), amqp://user:pass@host:5672/vhost or amqps://…"
-        f" (env ACTORBUS_BROKER; default {default})",
+        help="broker URL: sqlite:///path/broker.sqlite3 (embedded, durable, shared by the "
+        "processes of one host), amqp://user:pass@host:5672/vhost or amqps://… (RabbitMQ)"
+        f"{memory} (env ACTORBUS_BROKER; default {shown})",
     )
+
+
+def resolve_broker(broker: str, data_dir: Path) -> str:
+    """Return the broker URL ``run`` uses: ``broker``, else the embedded one under ``data_dir``.
+
+    Args:
+        broker: ``--broker`` / ``ACTORBUS_BROKER`` (``""`` when neither was given).
+        data_dir: ``--data-dir``: the default broker is ``DATA_DIR/broker.sqlite3``.
+    """
+    chosen = broker.strip()
+    if chosen:
+        return chosen
+    # sqlite:/// + a relative path, or sqlite://// + an absolute one (see docs/embedded.md).
+    return f"sqlite:///{(data_dir / DEFAULT_BROKER_FILE).as_posix()}"
 
 
 def add_log_options(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,7 @@ from ._options import (
     add_broker_option,
     add_store_option,
     env,
+    resolve_broker,
     resolve_store,
 )
 from ._signals import wait_for_shutdown_signal
@@ -95,7 +96,7 @@ def run_command(args: argparse.Namespace) -> int:
         data_dir = Path(args.data_dir)
         app = App(
             services,
-            broker=args.broker,
+            broker=resolve_broker(args.broker, data_dir),
             data_dir=data_dir,
             http=http,
             metrics_port=metrics_port,
@@ -121,6 +122,8 @@ async def _serve(app: App, services: list[Service]) -> int:
                 "services": [s.name for s in services],
                 "broker": redact(app.broker.url),
             }
+            if app.broker.url.startswith("memory:"):
+                ready["note"] = "memory:// keeps messages in this process only: a stop loses them"
             if app.store is not None:
                 ready["store"] = app.store.url  # the store's URL has its password masked
             if app.http_address is not None:
