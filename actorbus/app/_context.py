@@ -285,6 +285,11 @@ class ServiceTransaction:
         self._context = context
 
     @property
+    def context(self) -> ServiceContext:
+        """The service's context (its clock, store and state)."""
+        return self._context
+
+    @property
     def inbox(self) -> TxInbox:
         """The inbox, in this transaction."""
         return self.tx.inbox
