@@ -378,6 +378,31 @@ class Saga(Generic[S]):
         service.sagas.append(self)
         self.services.append(service)
 
+    def describe(self) -> list[dict[str, Any]]:
+        """Return the steps as plain data (for graphs and AsyncAPI): what each sends and awaits.
+
+        A command given as a function shows as ``"?"`` unless it names its type.
+        """
+
+        def wire(spec: Any, declared: type[Command] | None) -> str | None:
+            if spec is None:
+                return None
+            return declared.__routing_key__ if declared is not None else "?"
+
+        return [
+            {
+                "step": step.name,
+                "sends": wire(step.send, step.sends),
+                "awaits": [t.__routing_key__ for t in step.awaits],
+                "awaitsEvent": step.bind,
+                "compensate": wire(step.compensate, step.compensates_with),
+                "compensationAwaits": [t.__routing_key__ for t in step.compensation_awaits],
+                "timeout": step.timeout,
+                "attempts": step.attempts,
+            }
+            for step in self.steps
+        ]
+
     # ------------------------------------------------------------------ starting, querying
 
     async def start(self, tx: ServiceTransaction | HandlerContext, id: str, state: S) -> bool:
