@@ -149,6 +149,8 @@ class Service:
         self.on_startup: list[Startup] = []
         self.on_shutdown: list[Startup] = []
         self.background_tasks: list[Startup] = []
+        #: The sagas run by this service (``Saga.attach``), for docs and graphs.
+        self.sagas: list[Any] = []
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, queue={self.queue.name!r})"

@@ -319,7 +319,7 @@ def build_asyncapi(
             "carries eventId, occurredAt and schemaVersion."
         )
         description = "\n\n".join(lines)
-    return {
+    document: dict[str, Any] = {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {"title": title, "version": version, "description": description},
         "defaultContentType": _CONTENT_TYPE,
@@ -327,3 +327,13 @@ def build_asyncapi(
         "operations": operations,
         "components": {"schemas": schemas, "messages": messages},
     }
+    sagas = [
+        {"service": service.name, "saga": saga.name, "steps": saga.describe()}
+        for service in system.services
+        for saga in service.sagas
+    ]
+    if sagas:
+        # A specification extension (AsyncAPI allows x-* on the root): the orchestrations,
+        # step by step, as declared.
+        document["x-sagas"] = sagas
+    return document
