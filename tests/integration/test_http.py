@@ -257,3 +257,14 @@ async def test_a_5_mb_post_from_urllib_gets_the_413_json_not_a_reset(tmp_path: P
     assert status == 413
     assert answer["error"] == "body_too_large"
     assert "exceeds" in str(answer["detail"])
+
+
+async def test_put_stock_adds_a_new_sku_and_get_of_an_unknown_one_is_404(tmp_path: Path) -> None:
+    async with running(services(), tmp_path) as system:
+        unknown = await system.client.get("/stock/NEW-1")
+        put = await system.client.put("/stock/NEW-1", json={"available": 7})
+        after = await system.client.get("/stock/NEW-1")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]
+    assert put.status_code == 200
+    assert after.json() == {"sku": "NEW-1", "available": 7}
