@@ -111,7 +111,7 @@ def test_both_versions_of_order_created(target: str, capsys: pytest.CaptureFixtu
     v2_schema = _resolve(document, v2["payload"]["$ref"])
     assert v1_schema["x-routing-key"] == "order.created"
     assert v2_schema["x-schema-version"] == 2
-    # camelCase on the wire, exactly as DESIGN.md §4 says.
+    # camelCase on the wire, exactly as docs/contract.md says.
     assert set(v1_schema["properties"]) == {
         "eventId",
         "orderId",
