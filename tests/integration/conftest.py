@@ -123,10 +123,18 @@ class System:
 
 @contextlib.asynccontextmanager
 async def running(
-    services: Sequence[Service], data_dir: Path, *, broker: str | Broker = "memory://"
+    services: Sequence[Service],
+    data_dir: Path,
+    *,
+    broker: str | Broker = "memory://",
+    store: str | None = None,
 ) -> AsyncIterator[System]:
-    """Run ``services`` on a fresh memory broker with their store under ``data_dir``."""
-    async with App(services, broker=broker, data_dir=data_dir, store=store_url(data_dir)) as app:
+    """Run ``services`` on a fresh memory broker with their store under ``data_dir``.
+
+    ``store`` replaces the SQLite file under ``data_dir`` (e.g. a PostgreSQL URL).
+    """
+    url = store_url(data_dir) if store is None else store
+    async with App(services, broker=broker, data_dir=data_dir, store=url) as app:
         transport = httpx.ASGITransport(app=app.asgi())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield System(app, client)
