@@ -37,10 +37,19 @@ def app_store(ctx: ServiceContext) -> Store:
     return store
 
 
-def migrate_on_start(service: Service, steps: Sequence[MigrationStep]) -> None:
-    """Bring ``service``'s tables (namespace: its name) up to date when the App starts."""
+def migrate_on_start(
+    service: Service, steps: Sequence[MigrationStep], namespace: str | None = None
+) -> None:
+    """Bring ``service``'s tables up to date when the App starts.
+
+    Args:
+        service: The service whose start-up migrates.
+        steps: The migration steps, oldest first.
+        namespace: Whose tables they are; the service's name by default.
+    """
+    owner = service.name if namespace is None else namespace
 
     async def migrate(ctx: ServiceContext) -> None:
-        await app_store(ctx).migrate(service.name, steps)
+        await app_store(ctx).migrate(owner, steps)
 
     service.startup(migrate)

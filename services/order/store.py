@@ -11,30 +11,29 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
 
-from actorbus import Message
+from actorbus.app import ServiceTransaction
 from actorbus.stores import MigrationStep, Row, Store, Transaction
 
 from ..contracts import OrderCreated, OrderCreatedV2, OrderLine
 
 __all__ = (
     "CONFIRMED",
+    "Announce",
     "ORDER_STEPS",
     "PENDING",
     "REJECTED",
     "IdempotencyConflictError",
     "NewOrder",
-    "OrderStore",
-    "OrderTransaction",
     "OrderView",
+    "announce_created",
     "get_order",
     "place_order",
-    "select_order",
     "settle",
 )
 
@@ -100,16 +99,6 @@ class IdempotencyConflictError(Exception):
         )
 
 
-class OrderTransaction(Transaction, Protocol):
-    """A store transaction that can also publish through the outbox (``ctx.transaction()``)."""
-
-    async def publish(
-        self, event: Message, *, correlation_id: str | None = None, causation_id: str | None = None
-    ) -> None:
-        """Write ``event`` to the outbox, to be published after the COMMIT."""
-        ...
-
-
 def _view(row: Row) -> OrderView:
     items: Any = row["items"]
     return OrderView(
@@ -132,13 +121,42 @@ async def _by_key(tx: Transaction, key: str, fingerprint: str) -> OrderView | No
     return _view(row)
 
 
-async def place_order(
-    tx: OrderTransaction, new: NewOrder, idempotency_key: str | None = None
-) -> tuple[OrderView, bool]:
-    """Place an order and write its events to the outbox, or return the one a retry placed.
+#: What placing an order sets going, in the transaction that inserts it.
+Announce = Callable[[ServiceTransaction, OrderView], Awaitable[None]]
+
+
+async def announce_created(tx: ServiceTransaction, order: OrderView) -> None:
+    """Write the order's ``order.created`` events to the outbox (choreography).
 
     ``order.created.v2`` for every order; ``order.created`` (v1) as well when the order has one
     line, since v1 cannot express more. Both carry the order id as correlation id.
+    """
+    await tx.publish(
+        OrderCreatedV2(order_id=order.order_id, customer_id=order.customer_id, items=order.items),
+        correlation_id=order.order_id,
+    )
+    if len(order.items) == 1:
+        (line,) = order.items
+        await tx.publish(
+            OrderCreated(order_id=order.order_id, sku=line.sku, qty=line.qty),
+            correlation_id=order.order_id,
+        )
+
+
+async def place_order(
+    tx: ServiceTransaction,
+    new: NewOrder,
+    idempotency_key: str | None = None,
+    announce: Announce = announce_created,
+) -> tuple[OrderView, bool]:
+    """Place an order and ``announce`` it in the same transaction, or return a retry's order.
+
+    Args:
+        tx: The transaction (``ctx.transaction()``); nothing is kept unless it commits.
+        new: The validated request.
+        idempotency_key: The request's ``Idempotency-Key``, if any.
+        announce: What a new order sets going: its ``order.created`` events by default
+            (choreography); the orchestrator starts its saga instead.
 
     Returns:
         The order, and whether it was created now (``False``: a retried request).
@@ -174,17 +192,9 @@ async def place_order(
             return known, False
     if not inserted:  # pragma: no cover - a uuid4 collision
         raise RuntimeError(f"order id {order_id!r} is already taken")
-    await tx.publish(
-        OrderCreatedV2(order_id=order_id, customer_id=new.customer_id, items=new.items),
-        correlation_id=order_id,
-    )
-    if len(new.items) == 1:
-        (line,) = new.items
-        await tx.publish(
-            OrderCreated(order_id=order_id, sku=line.sku, qty=line.qty), correlation_id=order_id
-        )
     created = datetime.fromtimestamp(now, UTC)
     view = OrderView(order_id, PENDING, new.customer_id, new.items, None, created, created)
+    await announce(tx, view)
     return view, True
 
 
@@ -209,7 +219,3 @@ async def get_order(store: Store, order_id: str) -> OrderView | None:
     async with store.transaction() as tx:
         row = await tx.fetchone(f"SELECT {_COLUMNS} FROM orders WHERE order_id = ?", order_id)
     return None if row is None else _view(row)
-
-
-# Kept for services.orchestrator until it moves to the saga primitive; delete with .legacy.
-from .legacy import OrderStore, select_order  # noqa: E402

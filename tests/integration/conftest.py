@@ -1,7 +1,7 @@
 """Helpers for the reference system's end-to-end tests: run services, talk HTTP, await state.
 
-The services keep their state in the App's store (SQLite in the test's directory); the
-orchestrator still keeps its own (:class:`ServiceStore`) until it moves to the saga primitive.
+The services keep their state in the App's store (SQLite in the test's directory), the
+orchestrator's saga instances included.
 Nothing here sleeps for a fixed time: waits re-check their condition on the memory broker's
 change notifications (a message queued or settled) under ``anyio.fail_after``.
 """
@@ -9,23 +9,18 @@ change notifications (a message queued or settled) under ``anyio.fail_after``.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx
 import msgspec
 
-from actorbus import App, Service
+from actorbus import App, Saga, Service
 from actorbus.brokers import Broker
 from actorbus.messages import Envelope
 from actorbus.stores import Row, Store
-from services.common.store import ServiceStore
-from services.order.store import OrderStore
-
-S = TypeVar("S", bound=ServiceStore)
 
 #: Upper bound of any wait in these tests; they finish in milliseconds when things work.
 WAIT = 15.0
@@ -52,16 +47,10 @@ class System:
         assert self.app.store is not None
         return self.app.store
 
-    def store(self, service: str, store_type: type[S]) -> S:
-        """Return the own store of ``service`` (the orchestrator's), checked against its type."""
-        store = self.app.contexts[service].state["store"]
-        assert isinstance(store, store_type)
-        return store
-
-    @property
-    def orders(self) -> OrderStore:
-        """The orchestrator's order store (the Order service keeps its orders in the App's)."""
-        return self.store("orchestrator", OrderStore)
+    def saga(self, service: str = "orchestrator") -> Saga[Any]:
+        """The saga that ``service`` runs (the orchestrator's order saga by default)."""
+        (saga,) = self.app.contexts[service].service.sagas
+        return saga
 
     async def query(self, sql: str, *args: object) -> list[Row]:
         """Run a query on the App's store."""
@@ -134,15 +123,18 @@ class System:
 
 @contextlib.asynccontextmanager
 async def running(
-    services: Sequence[Service], data_dir: Path, *, broker: str | Broker = "memory://"
+    services: Sequence[Service],
+    data_dir: Path,
+    *,
+    broker: str | Broker = "memory://",
+    store: str | None = None,
 ) -> AsyncIterator[System]:
-    """Run ``services`` on a fresh memory broker with their store under ``data_dir``."""
-    async with App(services, broker=broker, data_dir=data_dir, store=store_url(data_dir)) as app:
+    """Run ``services`` on a fresh memory broker with their store under ``data_dir``.
+
+    ``store`` replaces the SQLite file under ``data_dir`` (e.g. a PostgreSQL URL).
+    """
+    url = store_url(data_dir) if store is None else store
+    async with App(services, broker=broker, data_dir=data_dir, store=url) as app:
         transport = httpx.ASGITransport(app=app.asgi())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield System(app, client)
-
-
-async def query(store: ServiceStore, sql: str, *args: object) -> list[sqlite3.Row]:
-    """Run a read-only query on the orchestrator's own database."""
-    return await store.db.read(lambda conn: conn.execute(sql, args).fetchall())
