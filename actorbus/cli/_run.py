@@ -33,7 +33,7 @@ from ._options import (
     resolve_broker,
     resolve_store,
 )
-from ._signals import wait_for_shutdown_signal
+from ._signals import exit_on_second_signal, wait_for_shutdown_signal
 
 __all__ = ("add_run_command", "run_command")
 
@@ -132,8 +132,8 @@ async def _serve(app: App, services: list[Service]) -> int:
             if app.metrics_address is not None:
                 host, port = app.metrics_address
                 ready["metrics"] = f"http://{host}:{port}/metrics"
-            _log.info("actorbus_ready", **ready)
-            await wait_for_shutdown_signal()
+            await wait_for_shutdown_signal(lambda: _log.info("actorbus_ready", **ready))
+            exit_on_second_signal(EXIT_FAILED)
     except SupervisorGaveUpError:
         return EXIT_FAILED  # the runtime logged the one line that explains it
     except BrokerConnectionError as exc:

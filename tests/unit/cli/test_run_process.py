@@ -121,3 +121,46 @@ async def test_unreachable_broker_exits_1_without_leaking_the_password(tmp_path:
     text = json.dumps(lines)
     assert "s3cret" not in text
     assert any(e["level"] == "error" for e in lines)
+
+
+SLOW_STOP = textwrap.dedent(
+    """
+    import anyio
+    from actorbus import Service
+
+    service = Service("slowstop", exchange="slow.topic")
+
+    @service.shutdown
+    async def take_long(ctx) -> None:
+        await anyio.sleep(60)  # a stop that takes long: the second signal must cut it short
+    """
+)
+
+
+async def test_a_second_signal_while_stopping_exits_1_quietly(tmp_path: Path) -> None:
+    (tmp_path / "slowmod.py").write_text(SLOW_STOP)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "ACTORBUS_LOG_FORMAT": "json"}
+    process = await anyio.open_process(
+        [sys.executable, "-m", "actorbus", "run", "slowmod", "--http", "off",
+         "--data-dir", str(tmp_path / "data")],
+        cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[str] = []
+    async with process:
+        buffer = ""
+        with anyio.fail_after(60):
+            async for chunk in TextReceiveStream(process.stderr):
+                buffer += chunk
+                *complete, buffer = buffer.split("\n")
+                lines.extend(complete)
+                if any('"actorbus_ready"' in line for line in complete):
+                    process.send_signal(signal.SIGINT)  # right after the ready line
+                if any('"shutdown_requested"' in line for line in complete):
+                    process.send_signal(signal.SIGINT)
+            code = await process.wait()
+    text = "\n".join([*lines, buffer])
+    assert code == 1, text
+    assert '"shutdown_forced"' in text
+    assert "Traceback" not in text
