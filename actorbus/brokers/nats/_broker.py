@@ -145,7 +145,7 @@ class NatsBroker:
                 name=opts.name,
                 connect_timeout=opts.connect_timeout,
                 reconnect_time_wait=0.2,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=1,  # at connect: fail fast, with a clear error
                 allow_reconnect=True,
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
@@ -156,6 +156,7 @@ class NatsBroker:
                 self._url, f"{type(exc).__name__}: {exc}; is "
                 "nats-server running there (with -js)?"
             ) from None  # fmt: skip
+        nc.options["max_reconnect_attempts"] = -1  # once connected: reconnect forever
         self._nc = nc
         self._js = nc.jetstream(timeout=self._timeout)
         try:

@@ -95,7 +95,7 @@ async def admit(
     )
     holder.take(delivery)
     limit = host.max_message_size
-    if limit and len(msg.data) > limit:
+    if limit and len(msg.data) > limit and not queue.endswith(".dlq"):
         size = len(msg.data)
         _log.warning("message_too_large_dead_lettered", queue=queue,
                      message_id=envelope.message_id, size=size, limit=limit)  # fmt: skip
