@@ -214,7 +214,10 @@ class NatsSubscription:
                 self._healthy[ref.name] = True
                 backoff = 0.05
                 while not self._cancelled:
-                    while self.unsettled >= self.prefetch and not self._stopped():
+                    # Refill in batches: wait for half the prefetch to be free (a fetch per
+                    # freed message made consume 2.4x slower than raw nats-py).
+                    low_water = self.prefetch - max(1, self.prefetch // 2)
+                    while self.unsettled > low_water and not self._stopped():
                         self._room = anyio.Event()
                         await self._room.wait()
                     if self._stopped():
