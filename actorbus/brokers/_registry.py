@@ -38,11 +38,15 @@ _BUILTINS: dict[str, str] = {
     "amqp": "actorbus.brokers.amqp:AmqpBroker",
     "amqps": "actorbus.brokers.amqp:AmqpBroker",
     "sqlite": "actorbus.brokers.sqlite:SqliteBroker",
+    "nats": "actorbus.brokers.nats:NatsBroker",
+    "tls": "actorbus.brokers.nats:NatsBroker",
 }
 
 _INSTALL_HINTS: dict[str, str] = {
     "amqp": "the AMQP broker needs aiormq: install it with: pip install aiormq",
     "amqps": "the AMQP broker needs aiormq: install it with: pip install aiormq",
+    "nats": "the NATS broker needs nats-py: install it with: pip install 'actorbus[nats]'",
+    "tls": "the NATS broker needs nats-py: install it with: pip install 'actorbus[nats]'",
 }
 
 _registered: dict[str, BrokerFactory] = {}

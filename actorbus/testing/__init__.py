@@ -7,7 +7,8 @@
   deliveries.
 - :class:`BrokerConformance` is the behaviour every broker must show; subclass it to test a
   broker of your own.
-- :class:`RabbitMQNode` starts a throwaway RabbitMQ node on free loopback ports.
+- :class:`RabbitMQNode` starts a throwaway RabbitMQ node on free loopback ports;
+  :class:`NatsServer` / :class:`NatsCluster` a nats-server -js (one node, or three).
 - :func:`capture_logs` collects structured log events.
 """
 
@@ -22,6 +23,9 @@ from ._harness import Published as Published
 from ._harness import RecordingBroker as RecordingBroker
 from ._harness import ServiceHarness as ServiceHarness
 from ._harness import wait_until_idle as wait_until_idle
+from ._nats import NatsCluster as NatsCluster
+from ._nats import NatsServer as NatsServer
+from ._nats import find_nats_server as find_nats_server
 from ._postgres import PostgresCluster as PostgresCluster
 from ._rabbitmq import RabbitMQNode as RabbitMQNode
 
@@ -47,6 +51,8 @@ def __getattr__(name: str) -> Any:
 __all__ = (
     "BrokerConformance",
     "ManualClock",
+    "NatsCluster",
+    "NatsServer",
     "PostgresCluster",
     "Published",
     "RabbitMQNode",
@@ -54,5 +60,6 @@ __all__ = (
     "ServiceHarness",
     "StoreConformance",
     "capture_logs",
+    "find_nats_server",
     "wait_until_idle",
 )

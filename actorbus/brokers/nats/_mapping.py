@@ -1,0 +1,308 @@
+"""AMQP vocabulary → JetStream names: streams, subjects, filter subjects, consumers, headers.
+
+The mapping (``docs/nats.md`` explains it at length):
+
+- An exchange ``orders.topic`` is a stream ``orders_topic`` holding the subjects
+  ``orders.topic.>``; a message published with routing key ``order.created`` is stored under
+  ``orders.topic.order.created``. The subject keeps the exchange's and the key's words, so a
+  plain NATS client can publish into the exchange and ``nats stream view`` reads naturally.
+- A routing-key word that cannot be a subject token (empty, ``*``, ``>``, containing
+  whitespace, ``.`` or ``%``) is written ``%<utf-8 hex>``; the empty key is the single token
+  ``%``. So every key has at least one token and ``>`` (one or more tokens) matches them all.
+- A binding pattern becomes filter subjects: ``*`` stays ``*``; a trailing ``#`` (zero or
+  more words) becomes two filters, the prefix itself and ``prefix.>``; ``#`` alone is
+  ``exchange.>``. A ``#`` in the middle has no NATS counterpart and is refused. A direct
+  exchange's keys are literal (``*`` is encoded); a fanout exchange's filter is ``exchange.>``.
+- The default exchange (route by queue name), the retry waits and the dead letters live in
+  two streams of their own: ``ACTORBUS`` (``actorbus.direct.<queue>``,
+  ``actorbus.retry.<queue>``) and ``ACTORBUS_DLQ`` (``actorbus.dlq.<queue>``).
+- Envelope fields travel as headers: ``Nats-Msg-Id`` (the message id, which JetStream also
+  deduplicates on), ``Actorbus-Type``, ``Actorbus-Routing-Key``, … Application headers keep
+  their names; a value that is not a one-line string is JSON and its name is listed in
+  ``Actorbus-Json``, so ``{"count": -3}`` comes back as an ``int``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from ...exceptions import TopologyError
+from ...messages import Envelope
+
+__all__ = (
+    "DIRECT_STREAM",
+    "DLQ_STREAM",
+    "H_EXCHANGE",
+    "H_MESSAGE_ID",
+    "H_NOT_BEFORE",
+    "consumer_name",
+    "decode_key",
+    "direct_subject",
+    "envelope_from_headers",
+    "exchange_prefix",
+    "filters_for",
+    "headers_for",
+    "kv_key",
+    "retry_subject",
+    "stream_name",
+    "subject_matches",
+    "subject_for",
+)
+
+DIRECT_STREAM = "ACTORBUS"
+"""The stream of the default exchange (``actorbus.direct.<queue>``) and of retry waits."""
+DLQ_STREAM = "ACTORBUS_DLQ"
+"""The stream of every dead-letter queue (``actorbus.dlq.<queue>``)."""
+
+H_MESSAGE_ID = "Nats-Msg-Id"
+H_ORIGINAL_ID = "Actorbus-Message-Id"  # a copy (retry, dead letter) has its own Nats-Msg-Id
+H_TYPE = "Actorbus-Type"
+H_EXCHANGE = "Actorbus-Exchange"
+H_ROUTING_KEY = "Actorbus-Routing-Key"
+H_CORRELATION = "Actorbus-Correlation-Id"
+H_CAUSATION = "Actorbus-Causation-Id"
+H_REPLY_TO = "Actorbus-Reply-To"
+H_CONTENT_TYPE = "Content-Type"
+H_TIMESTAMP = "Actorbus-Timestamp"
+H_JSON = "Actorbus-Json"
+H_NOT_BEFORE = "Actorbus-Not-Before"
+"""A retry copy is not handed over before this time (seconds since the epoch)."""
+
+_RESERVED = frozenset(
+    {
+        H_MESSAGE_ID,
+        H_ORIGINAL_ID,
+        H_TYPE,
+        H_EXCHANGE,
+        H_ROUTING_KEY,
+        H_CORRELATION,
+        H_CAUSATION,
+        H_REPLY_TO,
+        H_CONTENT_TYPE,
+        H_TIMESTAMP,
+        H_JSON,
+        H_NOT_BEFORE,
+    }
+)
+
+_PLAIN_WORD = re.compile(r"[^\s.*>%]+")
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+def _word(word: str) -> str:
+    if _PLAIN_WORD.fullmatch(word):
+        return word
+    return "%" + word.encode().hex()
+
+
+def _unword(token: str) -> str:
+    if token.startswith("%"):
+        try:
+            return bytes.fromhex(token[1:]).decode()
+        except ValueError:
+            return token
+    return token
+
+
+def _tokens(key: str) -> str:
+    return ".".join(_word(w) for w in key.split("."))
+
+
+def decode_key(tokens: list[str]) -> str:
+    """Return the routing key (or queue name) that the subject tokens ``tokens`` encode."""
+    return ".".join(_unword(t) for t in tokens)
+
+
+def exchange_prefix(exchange: str) -> str:
+    """Return the subject prefix of ``exchange``: its words as tokens (``orders.topic``)."""
+    return _tokens(exchange)
+
+
+def stream_name(exchange: str) -> str:
+    """Return the stream of ``exchange``: ``orders.topic`` → ``orders_topic``."""
+    return _NAME_CHARS.sub("_", exchange) or "_"
+
+
+def subject_for(exchange: str, routing_key: str) -> str:
+    """Return the subject a message to ``exchange`` with ``routing_key`` is stored under."""
+    if not exchange:
+        return direct_subject(routing_key)
+    return f"{exchange_prefix(exchange)}.{_tokens(routing_key)}"
+
+
+def direct_subject(queue: str) -> str:
+    """Return the subject of ``queue`` on the default exchange (its dead letters' for ``.dlq``)."""
+    if queue.endswith(".dlq"):
+        return f"actorbus.dlq.{_tokens(queue[:-4])}"
+    return f"actorbus.direct.{_tokens(queue)}"
+
+
+def retry_subject(queue: str) -> str:
+    """Return the subject where retries of ``queue`` wait their delay."""
+    return f"actorbus.retry.{_tokens(queue)}"
+
+
+def home_stream(queue: str) -> str:
+    """Return the stream holding ``queue``'s default-exchange subject."""
+    return DLQ_STREAM if queue.endswith(".dlq") else DIRECT_STREAM
+
+
+def filters_for(exchange: str, exchange_type: str, pattern: str) -> list[str]:
+    """Return the filter subjects of a binding of ``exchange`` with ``pattern``.
+
+    Raises:
+        TopologyError: A topic pattern has ``#`` before its last word (NATS's ``>`` must be
+            the last token).
+    """
+    prefix = exchange_prefix(exchange)
+    if exchange_type == "fanout":
+        return [f"{prefix}.>"]
+    if exchange_type == "direct":
+        return [f"{prefix}.{_tokens(pattern)}"]
+    words = pattern.split(".")
+    if "#" in words[:-1]:
+        raise TopologyError(
+            f"binding pattern {pattern!r} of exchange {exchange!r} has '#' before its last "
+            "word, which NATS subjects cannot express ('>' must be last); bind with '*' "
+            "words, or with a trailing '#'"
+        )
+    tokens = ["*" if w == "*" else _word(w) for w in words]
+    if words[-1] != "#":
+        return [f"{prefix}.{'.'.join(tokens)}"]
+    head = tokens[:-1]
+    if not head:
+        return [f"{prefix}.>"]
+    joined = ".".join(head)
+    return [f"{prefix}.{joined}", f"{prefix}.{joined}.>"]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether the filter subject ``pattern`` (``*``, ``>``) matches ``subject``."""
+    want = pattern.split(".")
+    have = subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:10]
+
+
+def consumer_name(queue: str, role: str) -> str:
+    """Return the durable consumer name of ``queue`` for ``role`` (``home``, ``retry``, a filter).
+
+    Consumer names cannot hold ``.``, ``*``, ``>`` or whitespace; a hash of the exact queue
+    name keeps ``a.b`` and ``a_b`` apart.
+    """
+    base = f"{_NAME_CHARS.sub('_', queue)[:60]}-{_short_hash(queue)}"
+    if role == "home":
+        return base
+    if role == "retry":
+        return f"{base}-retry"
+    return f"{base}-{_short_hash(role)}"
+
+
+def kv_key(queue: str) -> str:
+    """Return the key of ``queue``'s record in the topology bucket."""
+    return f"q.{_NAME_CHARS.sub('_', queue)[:100]}.{_short_hash(queue)}"
+
+
+def headers_for(
+    exchange: str, envelope: Envelope, extra: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """Return the NATS headers carrying ``envelope`` (plus ``extra`` application headers)."""
+    h: dict[str, str] = {
+        H_MESSAGE_ID: envelope.message_id,
+        H_TYPE: envelope.type,
+        H_EXCHANGE: exchange,
+        H_ROUTING_KEY: envelope.routing_key,
+        H_CONTENT_TYPE: envelope.content_type,
+    }
+    if envelope.correlation_id is not None:
+        h[H_CORRELATION] = envelope.correlation_id
+    if envelope.causation_id is not None:
+        h[H_CAUSATION] = envelope.causation_id
+    if envelope.reply_to is not None:
+        h[H_REPLY_TO] = envelope.reply_to
+    if envelope.timestamp is not None:
+        h[H_TIMESTAMP] = repr(float(envelope.timestamp))
+    app = envelope.headers
+    if extra:
+        app = {**app, **extra}
+    if app:
+        typed: list[str] = []
+        for name, value in app.items():
+            if name in _RESERVED:
+                continue
+            if isinstance(value, str) and "\n" not in value and "\r" not in value:
+                h[name] = value
+            else:
+                h[name] = _json_encode(value).decode()
+                typed.append(name)
+        if typed:
+            h[H_JSON] = ",".join(typed)
+    return h
+
+
+def envelope_from_headers(
+    headers: Mapping[str, str] | None,
+    routing_key: str,
+    *,
+    timestamp: float | None,
+    redelivered: bool,
+) -> tuple[str, Envelope, float]:
+    """Return ``(exchange, envelope, not_before)`` from a message's NATS headers.
+
+    ``routing_key`` (decoded from the subject) is used when the publisher was not actorbus.
+    """
+    h = headers or {}
+    typed = h.get(H_JSON)
+    json_names = frozenset(typed.split(",")) if typed else frozenset()
+    app: dict[str, Any] = {}
+    for name, value in h.items():
+        if name in _RESERVED or name.startswith("Nats-"):
+            continue
+        if name in json_names:
+            try:
+                app[name] = _json_decode(value)
+            except msgspec.DecodeError:
+                app[name] = value
+        else:
+            app[name] = value
+    attempt = app.get("x-actorbus-attempt", 1)
+    stamp = h.get(H_TIMESTAMP)
+    if stamp is not None:
+        with contextlib.suppress(ValueError):
+            timestamp = float(stamp)
+    key = h.get(H_ROUTING_KEY, routing_key)
+    envelope = Envelope(
+        h.get(H_ORIGINAL_ID) or h.get(H_MESSAGE_ID, ""),
+        h.get(H_TYPE, key),
+        key,
+        correlation_id=h.get(H_CORRELATION),
+        causation_id=h.get(H_CAUSATION),
+        reply_to=h.get(H_REPLY_TO),
+        content_type=h.get(H_CONTENT_TYPE, "application/json"),
+        headers=app,
+        timestamp=timestamp,
+        redelivered=redelivered,
+        attempt=attempt if isinstance(attempt, int) else 1,
+    )
+    not_before = h.get(H_NOT_BEFORE)
+    try:
+        due = float(not_before) if not_before else 0.0
+    except ValueError:
+        due = 0.0
+    return h.get(H_EXCHANGE, ""), envelope, due
