@@ -263,8 +263,12 @@ class MixedOrders:
         response = await self.request("GET", "/notifications", params={"orderId": order_id})
         return Counter(n["kind"] for n in response.json()["notifications"])
 
-    async def verify(self, *, settle_timeout: float = 40.0) -> Outcome:
-        """Settle every order, then check stock and notifications; return what was seen."""
+    async def verify(self, *, settle_timeout: float = 60.0) -> Outcome:
+        """Settle every order, then check stock and notifications; return what was seen.
+
+        The default ``settle_timeout`` outlasts the outbox relay's 30 s lease: rows a killed
+        relay had claimed are published again only when their lease runs out.
+        """
         outcome = Outcome(accepted=len(self.orders))
         status = await self.settle(settle_timeout)
         pending = [oid for oid, s in status.items() if s not in ("CONFIRMED", "REJECTED")]
