@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from ._options import (
     resolve_broker,
     resolve_store,
 )
-from ._signals import exit_on_second_signal, wait_for_shutdown_signal
+from ._signals import serve_until_signal
 
 __all__ = ("add_run_command", "run_command")
 
@@ -116,7 +117,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(app: App, services: list[Service]) -> int:
-    try:
+    async def run(wait_for_signal: Callable[[], Awaitable[None]]) -> None:
         async with app:
             ready: dict[str, Any] = {
                 "services": [s.name for s in services],
@@ -132,8 +133,11 @@ async def _serve(app: App, services: list[Service]) -> int:
             if app.metrics_address is not None:
                 host, port = app.metrics_address
                 ready["metrics"] = f"http://{host}:{port}/metrics"
-            await wait_for_shutdown_signal(lambda: _log.info("actorbus_ready", **ready))
-            exit_on_second_signal(EXIT_FAILED)
+            _log.info("actorbus_ready", **ready)  # the signals are caught already
+            await wait_for_signal()
+
+    try:
+        await serve_until_signal(run, EXIT_FAILED)
     except SupervisorGaveUpError:
         return EXIT_FAILED  # the runtime logged the one line that explains it
     except BrokerConnectionError as exc:

@@ -60,7 +60,7 @@ async def test_kill_9_of_run_services_mid_stream_loses_nothing(tmp_path: Path) -
                     check_files(process)
                     await process.start()
 
-                await orders.place_all(ORDERS, at={KILL_AT: crash_and_restart})
+                await orders.place_all(ORDERS, concurrency=32, at={KILL_AT: crash_and_restart})
                 outcome = await orders.verify()
         finally:
             await process.aclose()
@@ -102,7 +102,7 @@ async def test_kill_9_of_one_of_two_processes_sharing_the_data_dir(
                     check_files(killed)
                     await killed.start()
 
-                await orders.place_all(ORDERS, at={KILL_AT: crash_and_restart})
+                await orders.place_all(ORDERS, concurrency=32, at={KILL_AT: crash_and_restart})
                 outcome = await orders.verify()
         finally:
             await inventory.aclose()
