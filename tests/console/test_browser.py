@@ -138,6 +138,7 @@ async def test_the_console_shows_a_live_system_and_replays_a_dead_letter(
         await page.screenshot(path=str(shot), full_page=True)
         kept = ARTIFACTS / "console.png"
         shutil.copyfile(shot, kept)
+        await page.locator("#graph-section").screenshot(path=str(ARTIFACTS / "graph.png"))
         print(f"\nconsole screenshot: {kept} (and {shot})")
         assert not errors, errors
         await page.close()

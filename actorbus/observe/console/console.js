@@ -78,8 +78,8 @@ async function post(path, data) {
 
 // ------------------------------------------------------------------ graph
 
-const COLS = { publisher: 20, exchange: 290, queue: 560, consumer: 830 };
-const NODE_W = 200, NODE_H = 46, GAP = 14;
+const COLS = { publisher: 20, exchange: 330, queue: 740, consumer: 1110 };
+const NODE_W = 200, NODE_H = 46, GAP = 16, SLOT = 15;
 
 function layout(graph) {
   const byId = new Map(graph.nodes.map((n) => [n.id, n]));
@@ -96,22 +96,34 @@ function layout(graph) {
     .filter((n) => n.kind === "queue")
     .sort((a, b) => (order.get(consumerOf.get(a.id)) ?? 99) - (order.get(consumerOf.get(b.id)) ?? 99));
   const consumers = queues.filter((q) => consumerOf.has(q.id)).map((q) => byId.get(consumerOf.get(q.id)));
-  const rows = Math.max(services.length, exchanges.length, queues.length, 1);
-  const height = rows * (NODE_H + GAP) + 40;
-  const place = (list, x, col) => {
-    const step = (height - 40) / Math.max(list.length, 1);
-    return list.map((n, i) => ({
-      key: col === "consumer" ? `c:${n.id}` : n.id,
-      node: n, col, x, y: 20 + step * i + (step - NODE_H) / 2,
-    }));
+  // a box is tall enough for one arrow slot per incoming and per outgoing edge
+  const degree = new Map();
+  for (const e of graph.edges) {
+    if (!e.label) continue;
+    degree.set(`in:${e.target}`, (degree.get(`in:${e.target}`) || 0) + 1);
+    degree.set(`out:${e.source}`, (degree.get(`out:${e.source}`) || 0) + 1);
+  }
+  const heightOf = (n, col) => {
+    const k = col === "consumer" ? 1 : Math.max(degree.get(`in:${n.id}`) || 0, degree.get(`out:${n.id}`) || 0);
+    return Math.max(NODE_H, k * SLOT + 12);
   };
-  const boxes = [
-    ...place(services, COLS.publisher, "publisher"),
-    ...place(exchanges, COLS.exchange, "exchange"),
-    ...place(queues, COLS.queue, "queue"),
-    ...place(consumers, COLS.consumer, "consumer"),
-  ];
-  return { boxes, height, width: COLS.consumer + NODE_W + 20 };
+  const stack = (list, col) => {
+    let y = 20;
+    return list.map((n) => {
+      const hgt = heightOf(n, col);
+      const box = { key: col === "consumer" ? `c:${n.id}` : n.id, node: n, col, x: COLS[col], y, h: hgt };
+      y += hgt + GAP;
+      return box;
+    });
+  };
+  const columns = [stack(services, "publisher"), stack(exchanges, "exchange"), stack(queues, "queue"), stack(consumers, "consumer")];
+  const height = Math.max(...columns.map((c) => (c.length ? c[c.length - 1].y + c[c.length - 1].h : 0))) + 20;
+  for (const c of columns) { // centre the shorter columns
+    if (!c.length) continue;
+    const used = c[c.length - 1].y + c[c.length - 1].h + 20;
+    for (const b of c) b.y += (height - used) / 2;
+  }
+  return { boxes: columns.flat(), height, width: COLS.consumer + NODE_W + 20 };
 }
 
 function renderGraph(graph) {
@@ -129,36 +141,51 @@ function renderGraph(graph) {
   marker.append(s("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#97a3b0" }));
   defs.append(marker);
   svg.append(defs);
-  const edges = [];
   const edgeLayer = s("g"), labelLayer = s("g"), nodeLayer = s("g");
   svg.append(edgeLayer, nodeLayer, labelLayer);
+  const resolved = [];
   for (const e of graph.edges) {
     const srcKind = e.source.split("_")[0];
     const dstKind = e.target.split("_")[0];
     const a = at.get(e.source);
     // a queue feeds the service drawn in the consumer column
     const b = srcKind === "q" && dstKind === "svc" ? at.get(`c:${e.target}`) : at.get(e.target);
-    if (!a || !b) continue;
-    const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
+    if (a && b) resolved.push({ e, a, b, srcKind, dstKind });
+  }
+  // spread the arrows leaving / entering one box over its height, ordered by the other end
+  const slots = new Map();
+  const claim = (key, other) => { const l = slots.get(key) || []; l.push(other); slots.set(key, l); };
+  for (const r of resolved) { claim(`out:${r.a.key}`, r); claim(`in:${r.b.key}`, r); }
+  for (const [key, list] of slots) {
+    const side = key.startsWith("out:") ? "b" : "a";
+    list.sort((p, q) => p[side].y - q[side].y || p.e.label.localeCompare(q.e.label));
+    list.forEach((r, i) => {
+      const box = key.startsWith("out:") ? r.a : r.b;
+      const y = box.y + (box.h * (i + 1)) / (list.length + 1);
+      if (key.startsWith("out:")) r.y1 = y; else r.y2 = y;
+    });
+  }
+  const edges = [];
+  for (const r of resolved) {
+    const x1 = r.a.x + NODE_W, x2 = r.b.x, y1 = r.y1, y2 = r.y2;
     const mid = (x1 + x2) / 2;
-    const path = s("path", { d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`, class: `edge${e.dashed ? " dashed" : ""}`, "marker-end": "url(#arrow)" });
+    const path = s("path", { d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`, class: `edge${r.e.dashed ? " dashed" : ""}`, "marker-end": "url(#arrow)" });
     edgeLayer.append(path);
     let label = null;
-    if (e.label) {
-      const t = 0.72; // near the target: labels of one source fan out instead of piling up
-      const lx = x1 + (x2 - x1) * t - 30, ly = y1 + (y2 - y1) * t - 3;
-      label = s("text", { x: lx, y: ly, class: "elabel" }, e.label);
+    if (r.e.label) { // just before the arrow head: one slot per arrow, so labels never pile up
+      label = s("text", { x: x2 - 10, y: y2 - 3, class: "elabel", "text-anchor": "end" }, r.e.label);
       labelLayer.append(label);
     }
-    edges.push({ edge: e, el: path, label, srcKind, dstKind });
+    edges.push({ edge: r.e, el: path, label, srcKind: r.srcKind, dstKind: r.dstKind });
   }
   const nodes = new Map();
   for (const b of boxes) {
     const g = s("g", { class: `node ${b.node.kind}`, transform: `translate(${b.x},${b.y})`, "data-name": b.node.name, "data-col": b.col });
-    g.append(s("rect", { width: NODE_W, height: NODE_H, rx: b.node.kind === "service" ? 18 : b.node.kind === "queue" ? 4 : 10 }));
-    g.append(s("text", { x: 10, y: 18, class: "name" }, b.node.label));
-    const stat = s("text", { x: 10, y: 35, class: "stat" }, "");
-    const dead = s("text", { x: NODE_W - 8, y: 35, class: "dead", "text-anchor": "end" }, "");
+    g.append(s("rect", { width: NODE_W, height: b.h, rx: b.node.kind === "service" ? 18 : b.node.kind === "queue" ? 4 : 10 }));
+    const top = b.h / 2 - 5;
+    g.append(s("text", { x: 10, y: top, class: "name" }, b.node.label));
+    const stat = s("text", { x: 10, y: top + 16, class: "stat" }, "");
+    const dead = s("text", { x: NODE_W - 8, y: top, class: "dead", "text-anchor": "end" }, "");
     g.append(stat, dead);
     nodeLayer.append(g);
     nodes.set(b.key, { el: g, node: b.node, stat, dead, col: b.col });
@@ -175,7 +202,7 @@ function updateGraph(state) {
     if (n.node.kind === "queue") {
       const q = byQueue.get(n.node.name);
       if (!q) continue;
-      n.stat.textContent = `depth ${num(q.depth)} · ${rate(q.rates.consumed)}/s · ${q.consumers} consumers`;
+      n.stat.textContent = `depth ${num(q.depth)} · ${rate(q.rates.consumed)}/s · ${q.consumers} consumer${q.consumers === 1 ? "" : "s"}`;
       n.dead.textContent = q.deadLetters ? `☠ ${q.deadLetters}` : "";
       n.el.classList.toggle("backlog", (q.depth || 0) > 0);
       n.el.setAttribute("data-depth", String(q.depth));
