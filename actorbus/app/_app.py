@@ -184,9 +184,7 @@ class App:
         self.http_address: tuple[str, int] | None = None
         self._supervisors: dict[str, SupervisorRef] = {}
         self.console: Console | None = (
-            Console(_ConsoleView(self), system_model, admin_token=admin_token)
-            if console
-            else None
+            Console(_ConsoleView(self), system_model, admin_token=admin_token) if console else None
         )
 
     def __repr__(self) -> str:

@@ -36,7 +36,9 @@ class ConsoleModel:
             reference system). ``False``: no check.
     """
 
-    def __init__(self, services: Iterable[Service], *, snapshot: str | Path | bool | None = None) -> None:
+    def __init__(
+        self, services: Iterable[Service], *, snapshot: str | Path | bool | None = None
+    ) -> None:
         self.services = list(services)
         self._graph: dict[str, Any] | None = None
         self._asyncapi: dict[str, Any] | None = None
@@ -100,7 +102,12 @@ class ConsoleModel:
         try:
             mtime = path.stat().st_mtime
         except OSError as exc:
-            return {**base, "status": "error", "detail": f"cannot read {path}: {exc}", "changes": []}
+            return {
+                **base,
+                "status": "error",
+                "detail": f"cannot read {path}: {exc}",
+                "changes": [],
+            }
         if self._schema is not None and self._schema[0] == mtime:
             return self._schema[1]
         try:

@@ -74,7 +74,7 @@ class SystemModel(Protocol):
     """The static description of the system the console shows (built by ``describe``)."""
 
     def graph(self) -> Mapping[str, Any]:
-        """Return ``{"nodes": [{id, kind, name, label}], "edges": [{source, target, label, dashed}]}``."""
+        """Return ``{"nodes": [{id, kind, name, label}], "edges": [{source, target, ...}]}``."""
         ...
 
     def asyncapi(self) -> Mapping[str, Any]:
@@ -147,8 +147,12 @@ class _Request:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
-        self.query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
-        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        self.query = {
+            k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()
+        }
+        self.headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+        }
 
 
 class _HttpError(Exception):
@@ -395,13 +399,17 @@ class Console:
                 k[len(tprefix) :]: round(v, 2) for k, v in rates.items() if k.startswith(tprefix)
             }
         published: dict[str, dict[str, float]] = {}
-        for key, value in rates.items():
+        for key, per_second in rates.items():
             if key.startswith("p|"):
                 _, service, type_ = key.split("|", 2)
-                published.setdefault(service, {})[type_] = round(value, 2)
+                published.setdefault(service, {})[type_] = round(per_second, 2)
         now = time.time()
         supervisors = [
-            {"service": service, "supervisor": sup.name, "children": [_child(c, now) for c in sup.status()]}
+            {
+                "service": service,
+                "supervisor": sup.name,
+                "children": [_child(c, now) for c in sup.status()],
+            }
             for service, sup in list(host.supervisors.items())
         ]
         return {
@@ -415,7 +423,9 @@ class Console:
             "supervisors": supervisors,
             "actions": {
                 "enabled": self._token is not None,
-                "detail": None if self._token is not None else f"replay and purge are off: {_TOKEN_HINT}",
+                "detail": None
+                if self._token is not None
+                else f"replay and purge are off: {_TOKEN_HINT}",
             },
         }
 
@@ -431,7 +441,12 @@ class Console:
 
     async def _schema_route(self, request: _Request, args: list[str]) -> Any:
         if self._model is None:
-            return {"snapshot": None, "status": "unknown", "detail": "no system model", "changes": []}
+            return {
+                "snapshot": None,
+                "status": "unknown",
+                "detail": "no system model",
+                "changes": [],
+            }
         return self._model.schema()
 
     async def _asyncapi(self, request: _Request, send: Any) -> None:
@@ -463,7 +478,14 @@ class Console:
                     count: int | None = await dead_letter_count(broker, queue)
                 except QueueNotFoundError:
                     count = None
-                out.append({"service": service, "queue": queue, "dlq": dead_letter_queue(queue), "count": count})
+                out.append(
+                    {
+                        "service": service,
+                        "queue": queue,
+                        "dlq": dead_letter_queue(queue),
+                        "count": count,
+                    }
+                )
             return {"queues": out}
         queue = self._queue_name(args[0])
         if len(args) == 1:
@@ -493,7 +515,7 @@ class Console:
             raise _HttpError(
                 404,
                 "not_found",
-                "POST /ui/api/dead-letters/QUEUE/replay (body {\"messageId\"?}) or .../purge",
+                'POST /ui/api/dead-letters/QUEUE/replay (body {"messageId"?}) or .../purge',
             )
         queue = self._queue_name(args[0])
         broker = self._host.broker
@@ -554,7 +576,11 @@ class Console:
                 payload["logs"] = lines
                 data = msgspec.json.encode(payload)
                 await send(
-                    {"type": "http.response.body", "body": b"event: state\ndata: " + data + b"\n\n", "more_body": True}
+                    {
+                        "type": "http.response.body",
+                        "body": b"event: state\ndata: " + data + b"\n\n",
+                        "more_body": True,
+                    }
                 )
                 await anyio.sleep(self._interval)
         if not closing.is_set():
@@ -597,7 +623,9 @@ def _int(value: str, name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise _HttpError(400, "invalid_query", f"{name} must be an integer, not {value!r}") from None
+        raise _HttpError(
+            400, "invalid_query", f"{name} must be an integer, not {value!r}"
+        ) from None
 
 
 def _action_body(body: bytes) -> dict[str, Any]:

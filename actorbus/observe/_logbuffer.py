@@ -7,7 +7,7 @@ pipeline binds per delivery. Before that, the buffer costs nothing at all.
 
 Once installed it costs, per log line that passes the level filter (lines filtered out by
 level never reach processors), one small dict built from the event's fields and a
-``deque.append``: about 1–2 µs. The hot path logs no per-message lines at info level, so a
+``deque.append``: about 1-2 µs. The hot path logs no per-message lines at info level, so a
 message handled without a log line costs nothing more. Memory is bounded by ``size`` lines
 of a few hundred bytes each (long values are cut).
 """

@@ -40,7 +40,7 @@ _log = get_logger("actorbus.runtime")
 
 @dataclass(frozen=True, slots=True)
 class ChildStatus:
-    """What an operator sees of one child of a supervisor (a snapshot; see :meth:`SupervisorRef.status`).
+    """What an operator sees of one child of a supervisor (see :meth:`SupervisorRef.status`).
 
     Attributes:
         name: The child's name.

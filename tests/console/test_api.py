@@ -75,13 +75,16 @@ async def test_state_shape(system: tuple[App, httpx.AsyncClient]) -> None:
     q = queues["inventory.queue"]
     assert set(q) >= {"service", "dlq", "depth", "deadLetters", "inFlight", "consumers", "ready"}
     assert q["dlq"] == "inventory.queue.dlq"
-    assert q["consumers"] == 1 and q["ready"] is True
+    assert q["consumers"] == 1
+    assert q["ready"] is True
     assert set(q["totals"]) == set(q["rates"]) == {"consumed", "acked", "retried", "deadLettered"}
     sups = {s["service"]: s for s in state["supervisors"]}
     child = sups["inventory"]["children"][0]
     assert child["name"] == "inventory.consumer-0"
-    assert child["kind"] == "actor" and child["state"] == "running"
-    assert child["restarts"] == 0 and child["lastError"] is None
+    assert child["kind"] == "actor"
+    assert child["state"] == "running"
+    assert child["restarts"] == 0
+    assert child["lastError"] is None
     assert child["upFor"] >= 0
 
 
@@ -99,13 +102,13 @@ async def test_model_asyncapi_and_schema(system: tuple[App, httpx.AsyncClient]) 
     schema = (await client.get("/ui/api/schema")).json()
     assert schema["status"] == "ok"
     assert schema["snapshot"].endswith("services/schema.snapshot.json")
-    assert schema["configured"] is False and schema["changes"] == []
+    assert schema["configured"] is False
+    assert schema["changes"] == []
 
 
 async def test_schema_without_a_snapshot_says_so(tmp_path: Path) -> None:
-    from actorbus.describe import ConsoleModel
-
     import services
+    from actorbus.describe import ConsoleModel
 
     svcs = services.services("choreography")
     async with (
@@ -133,8 +136,12 @@ async def test_dead_letters_browse_show_replay_purge(
     await wait_for_dead_letters(app, "inventory.queue", 2)
 
     listing = (await client.get("/ui/api/dead-letters")).json()["queues"]
-    assert {"service": "inventory", "queue": "inventory.queue", "dlq": "inventory.queue.dlq",
-            "count": 2} in listing
+    assert {
+        "service": "inventory",
+        "queue": "inventory.queue",
+        "dlq": "inventory.queue.dlq",
+        "count": 2,
+    } in listing
     page = (await client.get("/ui/api/dead-letters/inventory.queue")).json()
     assert page["count"] == 2
     letter = page["deadLetters"][0]
@@ -143,11 +150,12 @@ async def test_dead_letters_browse_show_replay_purge(
     assert letter["originalRoutingKey"] == "order.created.v2"
     assert letter["correlationId"] == f"flow-{first}"
     one = (await client.get(f"/ui/api/dead-letters/inventory.queue.dlq/{second}")).json()
-    assert one["messageId"] == second and one["body"] == '{"orderId": 1,'
-    _error(await client.get("/ui/api/dead-letters/inventory.queue/nope"), 404,
-           "dead_letter_not_found")
-    detail = _error(await client.get("/ui/api/dead-letters/nowhere.queue"), 404,
-                    "queue_not_found")
+    assert one["messageId"] == second
+    assert one["body"] == '{"orderId": 1,'
+    _error(
+        await client.get("/ui/api/dead-letters/inventory.queue/nope"), 404, "dead_letter_not_found"
+    )
+    detail = _error(await client.get("/ui/api/dead-letters/nowhere.queue"), 404, "queue_not_found")
     assert "inventory.queue" in detail["known"]
 
     replayed = await client.post(
@@ -164,7 +172,9 @@ async def test_dead_letters_browse_show_replay_purge(
         "dead_letter_not_found",
     )
     _error(
-        await client.post("/ui/api/dead-letters/inventory.queue/replay", content=b"{", headers=AUTH),
+        await client.post(
+            "/ui/api/dead-letters/inventory.queue/replay", content=b"{", headers=AUTH
+        ),
         400,
         "invalid_json",
     )
@@ -235,7 +245,10 @@ async def test_own_origin_and_localhost_are_accepted(
     system: tuple[App, httpx.AsyncClient],
 ) -> None:
     _, client = system
-    for headers in ({"Origin": BASE}, {"Host": "localhost:8000", "Origin": "http://localhost:8000"}):
+    for headers in (
+        {"Origin": BASE},
+        {"Host": "localhost:8000", "Origin": "http://localhost:8000"},
+    ):
         assert (await client.get("/ui/api/state", headers=headers)).status_code == 200
 
 
@@ -255,7 +268,8 @@ async def test_logs_are_captured_only_once_asked_and_filter_by_correlation_id(
     body = (await client.get("/ui/api/logs", params={"correlationId": f"flow-{message_id}"})).json()
     assert [line["event"] for line in body["lines"]] == ["message_dead_lettered"]
     line = body["lines"][0]
-    assert line["level"] == "error" and line["correlationId"] == f"flow-{message_id}"
+    assert line["level"] == "error"
+    assert line["correlationId"] == f"flow-{message_id}"
     assert line["fields"]["message_id"] == message_id
     everything = (await client.get("/ui/api/logs", params={"after": line["seq"]})).json()
     assert all(entry["seq"] > line["seq"] for entry in everything["lines"])
