@@ -443,7 +443,7 @@ class App:
         from ._front_door import build_asgi
 
         host, port = address
-        server = HttpServer(self._with_console(build_asgi(self), stack), host, port)
+        server = HttpServer(self._with_console(build_asgi(self), serving=True), host, port)
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.push_async_callback(server.stop)
         if self.console is not None:  # before the server stops: it waits for open streams
@@ -451,11 +451,15 @@ class App:
         await tg.start(server.run)
         self.http_address = server.address
 
-    def _with_console(self, asgi: Any, stack: contextlib.AsyncExitStack | None = None) -> Any:
-        """Return ``asgi`` with the console mounted at ``/ui`` (unless it is off)."""
+    def _with_console(self, asgi: Any, *, serving: bool = False) -> Any:
+        """Return ``asgi`` with the console mounted at ``/ui`` (unless it is off).
+
+        ``serving``: our own server is about to serve it (in the event loop), so the console
+        gets ready to end its event streams when that server stops.
+        """
         if self.console is None:
             return asgi
-        if stack is not None:
+        if serving:
             self.console.open()
         return self.console.wrap(asgi)
 
@@ -469,7 +473,7 @@ class App:
         host, port = address
         asgi = metrics_asgi(self.metrics.registry)
         if self._http is None:  # no front door: the console is served here instead
-            asgi = self._with_console(asgi, stack)
+            asgi = self._with_console(asgi, serving=True)
         server = HttpServer(asgi, host, port, what="metrics", option="--metrics")
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.push_async_callback(server.stop)

@@ -21,13 +21,13 @@ WAIT = 20.0
 
 @contextlib.asynccontextmanager
 async def console_app(
-    data_dir: Path, *, http: str | None = None, **options: Any
+    data_dir: Path, *, http: str | None = None, broker: str = "memory://", **options: Any
 ) -> AsyncIterator[App]:
-    """Run the reference system (choreography) on memory:// with the console."""
+    """Run the reference system (choreography) on ``broker`` with the console."""
     svcs = services.services("choreography")
     options.setdefault("admin_token", TOKEN)
     options.setdefault("system_model", ConsoleModel(svcs))
-    async with App(svcs, broker="memory://", data_dir=data_dir, http=http, **options) as app:
+    async with App(svcs, broker=broker, data_dir=data_dir, http=http, **options) as app:
         yield app
 
 

@@ -291,3 +291,24 @@ async def test_served_on_the_metrics_port_without_a_front_door(tmp_path: Path) -
             state = (await client.get("/ui/api/state")).json()
             assert len(state["queues"]) == 5
             assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_dead_letters_on_the_embedded_sqlite_broker(tmp_path: Path) -> None:
+    broker = f"sqlite:///{tmp_path / 'broker.sqlite3'}"
+    async with console_app(tmp_path, broker=broker) as app, await _client(app) as client:
+        message_id = await publish_undecodable(app)
+        await wait_for_dead_letters(app, "inventory.queue", 1)
+        page = (await client.get("/ui/api/dead-letters/inventory.queue")).json()
+        assert [d["messageId"] for d in page["deadLetters"]] == [message_id]
+        assert page["deadLetters"][0]["reason"] == "decode-error"
+        state = (await client.get("/ui/api/state")).json()
+        queues = {q["queue"]: q for q in state["queues"]}
+        assert queues["inventory.queue"]["deadLetters"] == 1
+        assert state["broker"]["url"].startswith("sqlite://")
+        replay = "/ui/api/dead-letters/inventory.queue/replay"
+        replayed = await client.post(replay, json={"messageId": message_id}, headers=AUTH)
+        assert replayed.json()["replayed"] == [message_id]
+        await wait_for_dead_letters(app, "inventory.queue", 1)  # undecodable: dead again
+        purge = "/ui/api/dead-letters/inventory.queue/purge"
+        purged = await client.post(purge, headers=AUTH)
+        assert purged.json() == {"queue": "inventory.queue", "purged": 1}
