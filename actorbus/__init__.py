@@ -12,6 +12,7 @@ from ._version import __version__ as __version__
 from .app import App as App
 from .app import HandlerContext as HandlerContext
 from .app import RetryPolicy as RetryPolicy
+from .app import Saga as Saga
 from .app import Service as Service
 from .app import ServiceContext as ServiceContext
 from .brokers import Broker as Broker
@@ -49,6 +50,7 @@ __all__ = (
     "RestartStrategy",
     "RetryLater",
     "RetryPolicy",
+    "Saga",
     "Service",
     "ServiceContext",
     "SupervisorSpec",

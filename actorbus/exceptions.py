@@ -53,6 +53,12 @@ __all__ = (
     "StoreQueryError",
     "StoreIntegrityError",
     "StoreConflictError",
+    # request/reply and sagas
+    "RequestError",
+    "RequestTimeoutError",
+    "UnexpectedReplyError",
+    "SagaError",
+    "SagaNotFoundError",
     # handler signals
     "HandlerSignal",
     "RejectMessage",
@@ -313,6 +319,70 @@ class PublishNackedError(PublishError):
         super().__init__(
             f"broker nacked the message{mid} published to {exchange!r} / {routing_key!r}; "
             "it was not stored and will be published again by the caller's retry"
+        )
+
+
+# ---------------------------------------------------------- request/reply and sagas
+
+
+class RequestError(ActorbusError):
+    """A request (``ctx.request``, ``App.request``) did not get the reply it waited for."""
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
+    """No reply came within the request's timeout; a reply arriving later is dropped."""
+
+    def __init__(
+        self,
+        command: str,
+        routing_key: str,
+        exchange: str,
+        timeout: float,
+        request_id: str | None = None,
+    ) -> None:
+        self.command = command
+        self.routing_key = routing_key
+        self.exchange = exchange
+        self.timeout = timeout
+        self.request_id = request_id
+        rid = f" (request id {request_id!r})" if request_id else ""
+        super().__init__(
+            f"no reply to {command} sent to {routing_key!r} through exchange {exchange!r}"
+            f"{rid} within {timeout:g} s; is the service that handles {routing_key!r} "
+            "running and replying (ctx.reply)? Raise the timeout if it is only slow"
+        )
+
+
+class UnexpectedReplyError(RequestError, MessageError):
+    """A request's reply was of another type than the ones the request expects."""
+
+    def __init__(
+        self, command: str, got: str, expected: Iterable[type], detail: str | None = None
+    ) -> None:
+        self.command = command
+        self.got = got
+        names = [getattr(t, "__routing_key__", "") or t.__qualname__ for t in expected]
+        self.expected = names
+        more = f": {detail}" if detail else ""
+        super().__init__(
+            f"the reply to {command} is {got!r}, expected one of {names}{more}; declare the "
+            "reply type(s) the handler sends: request(command, reply=(A, B))"
+        )
+
+
+class SagaError(ActorbusError):
+    """A saga was misused or its instance is not where the caller expects it."""
+
+
+class SagaNotFoundError(SagaError, LookupError):
+    """No instance of the saga has this id (never started, or pruned after retention)."""
+
+    def __init__(self, saga: str, instance_id: str) -> None:
+        self.saga = saga
+        self.instance_id = instance_id
+        super().__init__(
+            f"saga {saga!r} has no instance {instance_id!r}: it was never started, or it "
+            "finished longer ago than the saga's retention and was pruned"
         )
 
 

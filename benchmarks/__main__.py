@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="run only the cases whose name starts with PREFIX (repeatable): codec, actor, "
-        "memory, amqp, peers, flow",
+        "memory, amqp, peers, store, flow, saga, request",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -122,7 +122,7 @@ class _Run:
 
 async def _async_cases(settings: Settings, loop: str, run: _Run) -> None:
     """Run the cases that need an event loop, on the running one."""
-    from . import bench_mailbox, bench_memory
+    from . import bench_mailbox, bench_memory, bench_saga, bench_store
 
     suites: list[tuple[str, tuple[str, ...], Callable[[], Awaitable[list[CaseResult]]]]] = [
         ("actor", ("actor",), lambda: bench_mailbox.run(settings, loop)),
@@ -134,10 +134,16 @@ async def _async_cases(settings: Settings, loop: str, run: _Run) -> None:
         suites.append(
             (
                 "amqp",
-                ("amqp", "peers", "flow"),
+                ("amqp", "peers"),
                 lambda: bench_amqp.run(settings, loop, only=run.only),
             )
         )
+    suites.append(
+        ("store", ("store", "flow"), lambda: bench_store.run(settings, loop, only=run.only))
+    )
+    suites.append(
+        ("saga", ("saga", "request"), lambda: bench_saga.run(settings, loop, only=run.only))
+    )
     for name, prefixes, suite in suites:
         if not run.wanted(*prefixes):
             continue
@@ -271,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:
             run.crash("codec", "-", exc)
 
-    need_amqp = not args.no_amqp and run.wanted("amqp", "peers", "flow")
+    need_amqp = not args.no_amqp and run.wanted("amqp", "peers", "flow", "saga", "request")
     how = "not used"
     with contextlib.ExitStack() as stack:
         if need_amqp:

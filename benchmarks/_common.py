@@ -20,7 +20,7 @@ _SKU = "SKU-APPLE-GALA-ORGANIC-1KG-BAG"
 
 
 class OrderCreated(Event, routing_key="order.created", version=1):
-    """The benchmark payload: OrderCreated v1 of the reference system (DESIGN.md §4).
+    """The benchmark payload: OrderCreated v1 of the reference system (docs/contract.md).
 
     Wire: ``{eventId, occurredAt, schemaVersion, orderId, sku, qty}``. The benchmarks use
     ``qty`` as the message's sequence number within a round, to match latencies.

@@ -14,14 +14,12 @@ Cases (each with its own exchange and queue, purged between rounds):
   encode and build properties inside the timing.
 * ``amqp.e2e``: publish and consume at once: batches of 50 published with W confirms in
   flight while the consumer handles them; latency = batch publish start → handler.
-* ``flow.reference``: orders per second through the reference services, when importable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -254,8 +252,6 @@ async def run(settings: Settings, loop: str, *, only: Sequence[str] = ()) -> lis
                 results += await _publish(url, settings, loop, connection, admin, data_dir, wanted)
             if wanted("amqp.e2e"):
                 results += await _e2e(url, settings, loop, connection, admin, data_dir)
-            if wanted("flow"):
-                results.append(await _reference_flow(url, settings, loop, data_dir))
     finally:
         await connection.close()
     return results
@@ -552,102 +548,3 @@ async def _e2e(
             f"flight, prefetch {prefetch}; latency = publish → handler",
         )
     ]
-
-
-# ------------------------------------------------------------------- reference flow
-
-
-async def _reference_flow(url: str, settings: Settings, loop: str, data_dir: str) -> CaseResult:
-    """Orders per second through order.created → stock.reserved → notification.
-
-    Needs the ``services`` package (Inventory and Notification); skipped with the reason
-    when it cannot be imported or does not run yet.
-    """
-    try:
-        contracts = importlib.import_module("services.contracts")
-        inventory = importlib.import_module("services.inventory").service
-        notification = importlib.import_module("services.notification").service
-    except Exception as exc:
-        return CaseResult(
-            "flow.reference",
-            loop,
-            Series("actorbus"),
-            skipped=f"the services package is not importable yet ({type(exc).__name__}: {exc})",
-        )
-    try:
-        return await _run_reference_flow(
-            url, settings, loop, data_dir, contracts, inventory, notification
-        )
-    except Exception as exc:
-        return CaseResult(
-            "flow.reference",
-            loop,
-            Series("actorbus"),
-            skipped=f"the reference services did not run ({type(exc).__name__}: {exc})",
-        )
-
-
-async def _run_reference_flow(
-    url: str,
-    settings: Settings,
-    loop: str,
-    data_dir: str,
-    contracts: Any,
-    inventory: Service,
-    notification: Service,
-) -> CaseResult:
-    current = _Round(0)
-    probe = Service("benchprobe", exchange=contracts.EXCHANGE)
-    order_ids: dict[str, int] = {}
-
-    async def done(event: Any, ctx: HandlerContext) -> None:
-        index = order_ids.get(event.order_id)
-        if index is not None:
-            current.hit(index)
-
-    probe.add_handler(contracts.StockReserved, done)
-    probe.add_handler(contracts.StockRejected, done)
-    line = contracts.OrderLine(sku="SKU-BENCH", qty=1)
-
-    async with App([inventory, notification, probe], broker=url, data_dir=data_dir) as app:
-
-        async def flow_round(n: int) -> Sample:
-            nonlocal current
-            order_ids.clear()
-            messages: list[Any] = []
-            for i in range(n):
-                order_id = f"bench-{time.time_ns()}-{i}"
-                order_ids[order_id] = i
-                messages.append(
-                    contracts.OrderCreatedV2(order_id=order_id, customer_id="c-1", items=(line,))
-                )
-                messages.append(contracts.OrderCreated(order_id=order_id, sku=line.sku, qty=1))
-            current = state = _Round(n)
-            sent = [0.0] * n
-            start = _now()
-            for lo in range(0, n, _E2E_BATCH):
-                t0 = _now()
-                for i in range(lo, min(n, lo + _E2E_BATCH)):
-                    sent[i] = t0
-                batch = messages[2 * lo : 2 * (lo + _E2E_BATCH)]
-                await asyncio.gather(*[app.publish(m) for m in batch])
-            await state.wait()
-            elapsed = state.last - start
-            return Sample(n, elapsed, [a - s for a, s in zip(state.arrived, sent, strict=True)])
-
-        count = settings.count(4_000)
-        series = await interleaved(
-            {"actorbus": flow_round},
-            rounds=settings.rounds,
-            count=count,
-            warmup=count // 10,
-            progress=settings.progress,
-            label=f"flow.reference [{loop}]",
-        )
-    return CaseResult(
-        "flow.reference",
-        loop,
-        series["actorbus"],
-        note="orders/s: order.created (v1+v2) → Inventory → stock.reserved|rejected → probe; "
-        "Notification consuming alongside",
-    )

@@ -1,8 +1,9 @@
 """The reference system's contract: every event, command and reply that crosses the broker.
 
-Routing keys, field names and versions here are fixed by DESIGN.md §4; other teams and foreign
-clients rely on them. Python names are snake_case; the wire is camelCase (``orderId``), and the
-envelope fields ``eventId``, ``occurredAt`` and ``schemaVersion`` are added by actorbus.
+Routing keys, field names and versions here are fixed by the contract (docs/contract.md);
+other teams and foreign clients rely on them. Python names are snake_case; the wire is
+camelCase (``orderId``), and the envelope fields ``eventId``, ``occurredAt`` and
+``schemaVersion`` are added by actorbus.
 
 Versioning rules (msgspec schema evolution): an additive change keeps the routing key and gives
 the new field a default; readers ignore fields they do not know. A breaking change gets a new

@@ -11,8 +11,14 @@ from ..observe import trace_headers as trace_headers
 from ._app import App as App
 from ._context import HandlerContext as HandlerContext
 from ._context import ServiceContext as ServiceContext
+from ._context import ServiceTransaction as ServiceTransaction
 from ._inbox import Inbox as Inbox
 from ._inbox import MemoryInbox as MemoryInbox
+from ._request import RequestStats as RequestStats
+from ._saga import Saga as Saga
+from ._saga import SagaEvent as SagaEvent
+from ._saga import SagaInstance as SagaInstance
+from ._saga import SagaStep as SagaStep
 from ._service import Endpoint as Endpoint
 from ._service import RetryPolicy as RetryPolicy
 from ._service import Service as Service
@@ -24,9 +30,15 @@ __all__ = (
     "HandlerContext",
     "Inbox",
     "MemoryInbox",
+    "RequestStats",
     "RetryPolicy",
+    "Saga",
+    "SagaEvent",
+    "SagaInstance",
+    "SagaStep",
     "Service",
     "ServiceContext",
+    "ServiceTransaction",
     "TraceContext",
     "continue_trace",
     "current_trace",

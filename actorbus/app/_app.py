@@ -7,7 +7,7 @@ import importlib.util
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,12 +28,13 @@ from ..messages import Command, JsonCodec, Message, MessageRegistry
 from ..observe import Console, Tracer, build_tracer, metrics_address, parse_address
 from ..runtime import ActorRef, ActorSystem, ChildSpec, SupervisorRef, SupervisorSpec
 from ..stores import Store, open_store, run_pruner
-from ._context import ServiceContext
+from ._context import DEFAULT_REQUEST_TIMEOUT, ServiceContext
 from ._durable import DurablePipeline, Settler, StoreHealth
 from ._inbox import Inbox, MemoryInbox
 from ._outgoing import Outgoing
 from ._pipeline import ConsumerActor, Pipeline
 from ._relay import OutboxRelay
+from ._request import Requester
 from ._service import Service
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ("App",)
 
 _log = get_logger("actorbus.app")
+
+R = TypeVar("R", bound=Message)
 
 
 class App:
@@ -160,6 +163,9 @@ class App:
                 self.registry.register(sub.message_type)
             for old, new, fn in service.upcasters:
                 self.registry.add_upcaster(old, new, fn)
+        #: Sends requests and matches replies (``App.request``, ``ctx.request``).
+        self.requester = Requester(self.broker, self.codec, clock)
+        self._clock = clock
         self._tracer: Tracer | None = build_tracer(tracing)
         self.metrics: AppMetrics | None = self._build_metrics(metrics, metrics_port)
         self._metrics_address = metrics_address(metrics_port)
@@ -174,7 +180,6 @@ class App:
         self._outgoing = Outgoing(
             self.codec, self.exchange, self.command_exchange, tracer=self._tracer
         )
-        self._clock = clock
         self._drain_timeout = drain_timeout
         self._stack: contextlib.AsyncExitStack | None = None
         self._system: ActorSystem | None = None
@@ -214,6 +219,8 @@ class App:
             outgoing,
             self._publisher(service.name),
             self.store,
+            self.requester,
+            self._clock,
         )
 
     def _build_metrics(self, setting: Any, port: str | int | None) -> AppMetrics | None:
@@ -273,6 +280,7 @@ class App:
         await stack.__aenter__()
         try:
             await stack.enter_async_context(self.broker)
+            stack.push_async_callback(self.requester.close)
             await self.broker.declare(self.topology())
             settlers: list[Settler] = []
             if self.store is not None:
@@ -533,6 +541,69 @@ class App:
                 causation_id=causation_id,
                 reply_to=reply_to,
             )
+        )
+
+    @overload
+    async def request(
+        self,
+        command: Command,
+        reply: type[R],
+        *,
+        timeout: float = ...,
+        correlation_id: str | None = ...,
+        causation_id: str | None = ...,
+    ) -> R: ...
+    @overload
+    async def request(
+        self,
+        command: Command,
+        reply: tuple[type[Message], ...],
+        *,
+        timeout: float = ...,
+        correlation_id: str | None = ...,
+        causation_id: str | None = ...,
+    ) -> Message: ...
+
+    async def request(
+        self,
+        command: Command,
+        reply: type[Message] | tuple[type[Message], ...],
+        *,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Message:
+        """Send ``command`` and return its reply, decoded as ``reply`` (from outside handlers).
+
+        Example::
+
+            result = await app.request(ReserveStock(order_id="o-1", items=items),
+                                       ReserveStockResult, timeout=5)
+
+        Args:
+            command: The command; it goes to the one service that handles it.
+            reply: The reply's type, or a tuple of the types it may be.
+            timeout: Seconds (of the App's clock) to wait once the broker took the command.
+            correlation_id: The business flow's id, carried to the reply.
+            causation_id: The id of the message that caused this request.
+
+        Raises:
+            RequestTimeoutError: No reply within ``timeout``; a later one is dropped and
+                counted in ``app.requester.stats.late_replies``.
+            UnroutableError: No service handles the command (at once, not after the timeout).
+            UnexpectedReplyError: The reply is of another type.
+        """
+        build = self._outgoing.build
+        return await self.requester.request(
+            lambda address: build(
+                command,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                reply_to=address,
+            ),
+            command,
+            reply,
+            timeout,
         )
 
     async def serve_forever(self) -> None:

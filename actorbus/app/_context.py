@@ -6,15 +6,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import msgspec
 
+from .._clock import Clock, SystemClock
 from .._log import get_logger
 from ..exceptions import ConfigurationError
 from ..messages import Command, Envelope, Message, OutboundMessage
 from ..observe import current_trace
 from ._outgoing import Outgoing
+from ._request import Requester
 
 if TYPE_CHECKING:
     from ..brokers import Broker, QueueSpec
@@ -31,6 +33,11 @@ __all__ = (
 
 
 _log = get_logger("actorbus.app")
+
+R = TypeVar("R", bound=Message)
+
+#: Seconds a request waits for its reply unless told otherwise (MassTransit's default too).
+DEFAULT_REQUEST_TIMEOUT = 30.0
 
 
 class ServiceInfo(Protocol):
@@ -100,8 +107,14 @@ class ServiceContext:
         outgoing: Outgoing,
         publish: Callable[[OutboundMessage], Awaitable[None]],
         store: Store | None = None,
+        requester: Requester | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.service = service
+        #: Sends requests and matches their replies (the App's, shared by its services).
+        self.requester = requester
+        #: The App's clock: request timeouts and saga deadlines run on it.
+        self.clock: Clock = clock if clock is not None else SystemClock()
         #: The App's store (``App(store=...)``), or ``None``.
         self.store = store
         self.app = app
@@ -140,6 +153,71 @@ class ServiceContext:
                 causation_id=causation_id,
                 reply_to=self.service.queue.name if expect_reply else None,
             )
+        )
+
+    @overload
+    async def request(
+        self,
+        command: Command,
+        reply: type[R],
+        *,
+        timeout: float = ...,
+        correlation_id: str | None = ...,
+        causation_id: str | None = ...,
+    ) -> R: ...
+    @overload
+    async def request(
+        self,
+        command: Command,
+        reply: tuple[type[Message], ...],
+        *,
+        timeout: float = ...,
+        correlation_id: str | None = ...,
+        causation_id: str | None = ...,
+    ) -> Message: ...
+
+    async def request(
+        self,
+        command: Command,
+        reply: type[Message] | tuple[type[Message], ...],
+        *,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Message:
+        """Send ``command`` now and return its reply, decoded as ``reply``.
+
+        The handler of the command answers with ``ctx.reply(...)``. See
+        :meth:`HandlerContext.request` for the details.
+
+        Args:
+            command: The command; it goes to the one service that handles it.
+            reply: The reply's type, or a tuple of the types it may be.
+            timeout: Seconds (of the App's clock) to wait once the broker took the command.
+            correlation_id: The business flow's id, carried to the reply.
+            causation_id: The id of the message that caused this request.
+
+        Raises:
+            RequestTimeoutError: No reply within ``timeout``; a later one is dropped.
+            UnroutableError: No service handles the command (at once, not after the timeout).
+            UnexpectedReplyError: The reply is of another type.
+        """
+        requester = self.requester
+        if requester is None:
+            raise ConfigurationError(
+                f"service {self.service.name!r}: request() needs a context made by an App"
+            )
+        build = self.outgoing.build
+        return await requester.request(
+            lambda address: build(
+                command,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                reply_to=address,
+            ),
+            command,
+            reply,
+            timeout,
         )
 
     async def reply(
@@ -205,6 +283,11 @@ class ServiceTransaction:
     def __init__(self, tx: Transaction, context: ServiceContext) -> None:
         self.tx = tx
         self._context = context
+
+    @property
+    def context(self) -> ServiceContext:
+        """The service's context (its clock, store and state)."""
+        return self._context
 
     @property
     def inbox(self) -> TxInbox:
@@ -420,6 +503,63 @@ class HandlerContext(msgspec.Struct, eq=False):
                 causation_id=self.envelope.message_id,
                 reply_to=self.queue if expect_reply else None,
             )
+        )
+
+    @overload
+    async def request(self, command: Command, reply: type[R], *, timeout: float = ...) -> R: ...
+    @overload
+    async def request(
+        self, command: Command, reply: tuple[type[Message], ...], *, timeout: float = ...
+    ) -> Message: ...
+
+    async def request(
+        self,
+        command: Command,
+        reply: type[Message] | tuple[type[Message], ...],
+        *,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> Message:
+        """Send ``command`` now and wait for its reply, decoded as ``reply``.
+
+        Example::
+
+            result = await ctx.request(ReserveStock(order_id=...), ReserveStockResult, timeout=5)
+
+        Unlike :meth:`send`, the command goes out at once (the handler needs the answer), so
+        it is sent again if this handler fails and its message is retried: request what is
+        safe to ask twice (a query, or a command its handler deduplicates by ``eventId``).
+        The correlation id is the delivery's; the reply is matched by request id, and one
+        that comes after ``timeout`` is dropped and counted.
+
+        Not available in durable handlers: their store transaction (and every unit committed
+        with it) would wait for the round trip. Use :meth:`send` with ``expect_reply=True``,
+        or a :class:`~actorbus.app.Saga`, there.
+
+        Args:
+            command: The command; it goes to the one service that handles it.
+            reply: The reply's type, or a tuple of the types it may be.
+            timeout: Seconds (of the App's clock) to wait once the broker took the command.
+
+        Raises:
+            RequestTimeoutError: No reply within ``timeout``.
+            UnroutableError: No service handles the command (at once, not after the timeout).
+            UnexpectedReplyError: The reply is of another type.
+            ConfigurationError: Called in a durable handler.
+        """
+        if self._tx is not None:
+            raise ConfigurationError(
+                f"ctx.request() in durable handler of {self.envelope.type!r} (service "
+                f"{self.service!r}): the store transaction would wait for the round trip. "
+                "Use ctx.send(command, expect_reply=True) and handle the reply, or a Saga; "
+                "or declare the service Service(durable=False)"
+            )
+        env = self.envelope
+        return await self.context.request(
+            command,
+            reply,
+            timeout=timeout,
+            correlation_id=env.correlation_id,
+            causation_id=env.message_id,
         )
 
     def reply(self, message: Message) -> None:

@@ -2,7 +2,7 @@
 
 Used for a service when its App has a store (``Service(durable=None)``, the default) and
 decided once, at start-up: the in-memory path of :mod:`._pipeline` is not touched. Per
-delivery (DESIGN.md §3, "at-least-once, then idempotent"):
+delivery (docs/concepts.md; "at-least-once, then idempotent"):
 
 1. **Identity**: the payload's top-level ``eventId``, else the transport ``message_id``; with
    neither, the delivery is dead-lettered (``no-identity``) and its handler never runs. The

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,8 @@ class Service:
         self.on_startup: list[Startup] = []
         self.on_shutdown: list[Startup] = []
         self.background_tasks: list[Startup] = []
+        #: The sagas run by this service (``Saga.attach``), for docs and graphs.
+        self.sagas: list[Any] = []
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, queue={self.queue.name!r})"
@@ -189,7 +192,13 @@ class Service:
         bind: bool = True,
         upcast: Mapping[type[Message], Callable[[Any], M]] | None = None,
     ) -> None:
-        """Register ``handler`` for ``message_type`` (the non-decorator form of :meth:`on`)."""
+        """Register ``handler`` for ``message_type`` (the non-decorator form of :meth:`on`).
+
+        Raises:
+            ConfigurationError: The handler is not an ``async def`` taking the message and
+                the context, the type has no routing key, or it already has a handler here.
+        """
+        _check_handler(handler, message_type, self.name)
         Upcaster = tuple[type[Message], type[Message], Callable[[Any], Any]]
         keys: list[tuple[str, Upcaster | None]] = [(_wire_name(message_type, self.name), None)]
         for old, fn in (upcast or {}).items():
@@ -273,6 +282,27 @@ class Service:
                     self.command_exchange, ExchangeSpec(self.command_exchange, "direct")
                 )
         return Topology(tuple(exchanges.values()), (self.queue,), tuple(bindings))
+
+
+def _check_handler(handler: Callable[..., Any], message_type: type[Message], service: str) -> None:
+    """Refuse at registration what would fail on the first message (five attempts later)."""
+    name = getattr(handler, "__qualname__", repr(handler))
+    where = f"the handler {name} of {message_type.__qualname__} in service {service!r}"
+    call = None if inspect.isroutine(handler) else type(handler).__call__  # a callable object
+    if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)):
+        raise ConfigurationError(
+            f"{where} must be an 'async def' function (it is called as "
+            "'await handler(message, ctx)')"
+        )
+    try:
+        inspect.signature(handler).bind(object(), object())
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"{where} must accept two positional arguments, the message and the "
+            f"HandlerContext: {exc}"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): let it through
+        return
 
 
 def _wire_name(message_type: type[Message], service: str) -> str:

@@ -31,6 +31,7 @@ from ._deadletter import purge_dead_letters as purge_dead_letters
 from ._deadletter import replay_dead_letters as replay_dead_letters
 from ._protocol import DEFAULT_EXCHANGE as DEFAULT_EXCHANGE
 from ._protocol import DEFAULT_RETRY_DELAYS as DEFAULT_RETRY_DELAYS
+from ._protocol import REPLY_ADDRESS_PREFIX as REPLY_ADDRESS_PREFIX
 from ._protocol import Binding as Binding
 from ._protocol import Broker as Broker
 from ._protocol import Delivery as Delivery
@@ -40,6 +41,9 @@ from ._protocol import ExchangeType as ExchangeType
 from ._protocol import OutboundMessage as OutboundMessage
 from ._protocol import QueueSpec as QueueSpec
 from ._protocol import QueueType as QueueType
+from ._protocol import ReplyCallback as ReplyCallback
+from ._protocol import ReplyChannel as ReplyChannel
+from ._protocol import ReplyChannels as ReplyChannels
 from ._protocol import Subscription as Subscription
 from ._protocol import Topology as Topology
 from ._protocol import nearest_tier as nearest_tier
@@ -79,6 +83,10 @@ __all__ = (
     "OutboundMessage",
     "QueueSpec",
     "QueueType",
+    "REPLY_ADDRESS_PREFIX",
+    "ReplyCallback",
+    "ReplyChannel",
+    "ReplyChannels",
     "Subscription",
     "Topology",
     "nearest_tier",

@@ -31,6 +31,10 @@ __all__ = (
     "OutboundMessage",
     "QueueSpec",
     "QueueType",
+    "REPLY_ADDRESS_PREFIX",
+    "ReplyCallback",
+    "ReplyChannel",
+    "ReplyChannels",
     "Subscription",
     "Topology",
     "nearest_tier",
@@ -39,6 +43,11 @@ __all__ = (
 #: The nameless exchange: routes a message to the queue named by its routing key.
 #: Commands and replies travel through it.
 DEFAULT_EXCHANGE = ""
+
+#: Where request/reply channels receive: RabbitMQ's direct reply-to pseudo-queue. A reply
+#: published to the default exchange under a routing key with this prefix counts as routed
+#: even when its requester has gone (at-most-once, as on RabbitMQ): it is never an error.
+REPLY_ADDRESS_PREFIX = "amq.rabbitmq.reply-to"
 
 #: Retry delay tiers (seconds) of a queue unless its spec says otherwise.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0)
@@ -291,4 +300,51 @@ class Broker(Protocol):
 
     async def purge(self, queue: str) -> int:
         """Delete every ready message of ``queue``; return how many were deleted."""
+        ...
+
+
+ReplyCallback = Callable[[Envelope, bytes], None]
+"""Called by a reply channel for each reply; must not block and should not raise."""
+
+
+@runtime_checkable
+class ReplyChannel(Protocol):
+    """Where a requester publishes requests and receives their replies (at most once).
+
+    Replies are not acknowledged: a reply whose requester has gone, or that arrives while
+    the channel reconnects, is lost, and the requester's timeout covers it. On RabbitMQ this
+    is direct reply-to (``amq.rabbitmq.reply-to``), which requires requests to be published
+    on the very channel that consumes the replies: hence :meth:`publish` here, not on the
+    broker.
+    """
+
+    @property
+    def address(self) -> str:
+        """What requests carry as ``reply_to`` (the broker may rewrite it on the way)."""
+        ...
+
+    async def publish(self, message: OutboundMessage) -> None:
+        """Publish a request (``message.envelope.reply_to`` set to :attr:`address`).
+
+        Raises:
+            UnroutableError: ``message.mandatory`` and no queue received it.
+            PublishError: The broker refused it.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Stop receiving replies; later replies to this channel are dropped."""
+        ...
+
+
+@runtime_checkable
+class ReplyChannels(Protocol):
+    """A broker capability: open a :class:`ReplyChannel` (no queue per request or process).
+
+    Optional: a broker without it gets request/reply through a reply queue of its own
+    declared with :meth:`Broker.declare` (see ``actorbus.app``).
+    """
+
+    async def open_reply_channel(self, on_reply: ReplyCallback) -> ReplyChannel:
+        """Open a channel whose replies are passed to ``on_reply``."""
         ...

@@ -53,6 +53,13 @@ def add_asyncapi_command(sub: Any) -> None:
         help="the document's info.version, the version of the described API "
         "(env ACTORBUS_ASYNCAPI_VERSION; default 1.0.0)",
     )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=env("ACTORBUS_ASYNCAPI_SERVER", "amqp://127.0.0.1:5672/"),
+        help="the broker written as the document's server (credentials dropped; 'none' for no "
+        "servers section) (env ACTORBUS_ASYNCAPI_SERVER; default amqp://127.0.0.1:5672/)",
+    )
     parser.set_defaults(handler=asyncapi_command)
 
 
@@ -62,7 +69,10 @@ def asyncapi_command(args: argparse.Namespace) -> int:
     try:
         services = resolve_services(args.target)
         document = build_asyncapi(
-            services, title=args.title or args.target, version=args.api_version
+            services,
+            title=args.title or args.target,
+            version=args.api_version,
+            server=None if args.server in ("none", "off", "") else args.server,
         )
     except ConfigurationError as exc:
         _log.error("invalid_usage", error=str(exc))

@@ -53,7 +53,7 @@ def add_dlq_command(sub: Any) -> None:
         p.add_argument(
             "queue", metavar="QUEUE", help="the work queue (its DLQ is QUEUE.dlq), or a .dlq"
         )
-        add_broker_option(p, default="amqp://guest:guest@127.0.0.1:5672/")
+        add_broker_option(p, default="amqp://guest:guest@127.0.0.1:5672/", in_process=False)
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
         return p
 
@@ -80,7 +80,8 @@ def _handler(action: Any) -> Any:
             _log.error(
                 "invalid_usage",
                 error="dlq needs a shared broker: a memory:// broker lives inside one process; "
-                "pass --broker amqp://… (or set ACTORBUS_BROKER)",
+                "pass --broker sqlite:///DATA_DIR/broker.sqlite3 (the embedded broker of run) "
+                "or amqp://… (or set ACTORBUS_BROKER)",
             )
             return EXIT_USAGE
         try:

@@ -43,6 +43,13 @@ def _import(module_name: str) -> Any:
         if exc.name is not None and module_name.startswith(exc.name):
             close = difflib.get_close_matches(module_name, _candidates(module_name), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            if not close and module_name.partition(".")[0] == "services":
+                hint = (
+                    f" in {Path.cwd()} (nor on sys.path); the reference system lives in the "
+                    "'services' folder at the root of the actorbus repository: run "
+                    "'python -m actorbus run services' from that folder, or name your own "
+                    "package or module"
+                )
             raise TargetError(f"module {module_name!r} not found{hint}") from exc
         raise TargetError(
             f"module {module_name!r} failed to import: {exc} (a dependency is missing)"

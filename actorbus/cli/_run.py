@@ -31,6 +31,8 @@ from ._options import (
     add_broker_option,
     add_store_option,
     env,
+    resolve_broker,
+    resolve_store,
 )
 from ._signals import wait_for_shutdown_signal
 
@@ -100,14 +102,15 @@ def run_command(args: argparse.Namespace) -> int:
         services = resolve_services(args.target)
         http = None if args.http in ("off", "none", "") else args.http
         metrics_port = None if args.metrics in ("off", "none", "") else args.metrics
+        data_dir = Path(args.data_dir)
         app = App(
             services,
-            broker=args.broker,
-            data_dir=Path(args.data_dir),
+            broker=resolve_broker(args.broker, data_dir),
+            data_dir=data_dir,
             http=http,
             metrics_port=metrics_port,
             drain_timeout=args.drain_timeout,
-            store=args.store or None,
+            store=resolve_store(args.store, data_dir),
             admin_token=args.admin_token or None,
             system_model=ConsoleModel(services),
         )
@@ -130,6 +133,8 @@ async def _serve(app: App, services: list[Service]) -> int:
                 "services": [s.name for s in services],
                 "broker": redact(app.broker.url),
             }
+            if app.broker.url.startswith("memory:"):
+                ready["note"] = "memory:// keeps messages in this process only: a stop loses them"
             if app.store is not None:
                 ready["store"] = app.store.url  # the store's URL has its password masked
             if app.http_address is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -101,6 +102,8 @@ def _queue_binding(spec: QueueSpec) -> dict[str, Any]:
     }
 
 
+# Commands and replies are published ``mandatory`` (one that reaches no queue is an error);
+# events are not: the publisher does not know who listens (app/_outgoing.py).
 _SEND_BINDING = {
     "amqp": {
         "deliveryMode": 2,
@@ -109,7 +112,31 @@ _SEND_BINDING = {
         "bindingVersion": AMQP_BINDING_VERSION,
     }
 }
+_EVENT_SEND_BINDING = {
+    "amqp": {
+        "deliveryMode": 2,
+        "mandatory": False,
+        "timestamp": True,
+        "bindingVersion": AMQP_BINDING_VERSION,
+    }
+}
 _RECEIVE_BINDING = {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}}
+
+
+def _server(url: str) -> dict[str, Any]:
+    """The AsyncAPI server object of a broker URL, without its credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    shown = f"[{host}]" if ":" in host else host
+    server: dict[str, Any] = {
+        "host": f"{shown}:{parts.port}" if parts.port else shown,
+        "protocol": parts.scheme or "amqp",
+        "description": "The broker the services declare their exchanges and queues on.",
+    }
+    if parts.scheme in ("amqp", "amqps"):
+        server["protocolVersion"] = "0.9.1"
+        server["pathname"] = parts.path or "/"  # the virtual host
+    return server
 
 
 def _components(
@@ -164,6 +191,7 @@ def build_asyncapi(
     title: str = "actorbus services",
     version: str = "1.0.0",
     description: str | None = None,
+    server: str | None = "amqp://127.0.0.1:5672/",
 ) -> dict[str, Any]:
     """Return the AsyncAPI 3.0 document of ``services`` as a JSON-ready dict.
 
@@ -172,6 +200,8 @@ def build_asyncapi(
         title: ``info.title``.
         version: ``info.version``: the version of the described API (not of AsyncAPI).
         description: ``info.description``; by default, a list of the services.
+        server: The broker the services run on, as a URL (credentials are dropped), written
+            as the document's one server ``broker``; ``None`` writes no ``servers``.
     """
     system = describe_system(services)
     schemas, messages, message_ids = _components(system)
@@ -282,7 +312,7 @@ def build_asyncapi(
             "channel": _ref("channels", cid),
             "title": f"{service_name} sends {wire}",
             "messages": [_ref("channels", cid, "messages", message_ids[i.key]) for i in infos],
-            "bindings": _SEND_BINDING,
+            "bindings": _EVENT_SEND_BINDING if infos[0].kind == "event" else _SEND_BINDING,
         }
         reply = reply_of(infos[0])
         if reply is not None:
@@ -319,11 +349,22 @@ def build_asyncapi(
             "carries eventId, occurredAt and schemaVersion."
         )
         description = "\n\n".join(lines)
-    return {
+    document: dict[str, Any] = {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {"title": title, "version": version, "description": description},
         "defaultContentType": _CONTENT_TYPE,
+        **({"servers": {"broker": _server(server)}} if server else {}),
         "channels": channels,
         "operations": operations,
         "components": {"schemas": schemas, "messages": messages},
     }
+    sagas = [
+        {"service": service.name, "saga": saga.name, "steps": saga.describe()}
+        for service in system.services
+        for saga in service.sagas
+    ]
+    if sagas:
+        # A specification extension (AsyncAPI allows x-* on the root): the orchestrations,
+        # step by step, as declared.
+        document["x-sagas"] = sagas
+    return document

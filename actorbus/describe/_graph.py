@@ -16,13 +16,21 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..app import Service
 from ..brokers import DEFAULT_EXCHANGE
 from ._model import SystemDescription, describe_system
 
-__all__ = ("GraphFormat", "render_dot", "render_graph", "render_mermaid", "system_graph")
+__all__ = (
+    "GraphFormat",
+    "render_dot",
+    "render_graph",
+    "render_mermaid",
+    "saga_steps",
+    "step_label",
+    "system_graph",
+)
 
 GraphFormat = Literal["mermaid", "dot"]
 
@@ -62,6 +70,36 @@ class Graph:
 
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
+    #: Each saga: (its service, its name, one label per step, in order).
+    sagas: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+
+def step_label(index: int, step: dict[str, Any]) -> str:
+    """Return ``"1. reserve: inventory.reserve-stock → …; undo: …"`` for a saga step."""
+    text = f"{index}. {step['step']}:"
+    if step["sends"]:
+        text += f" send {step['sends']}"
+    if step["awaits"]:
+        kind = "event" if step["awaitsEvent"] else "reply"
+        text += f" → await {kind} {' | '.join(step['awaits'])}"
+    if step["compensate"]:
+        text += f"; compensate: {step['compensate']}"
+        if step["compensationAwaits"]:
+            text += f" → {' | '.join(step['compensationAwaits'])}"
+    return text
+
+
+def saga_steps(services: Iterable[Service]) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """Return (service, saga, step labels) for every saga the services run."""
+    return tuple(
+        (
+            service.name,
+            saga.name,
+            tuple(step_label(i, step) for i, step in enumerate(saga.describe(), 1)),
+        )
+        for service in services
+        for saga in service.sagas
+    )
 
 
 def system_graph(services: Iterable[Service] | SystemDescription) -> Graph:
@@ -114,7 +152,7 @@ def system_graph(services: Iterable[Service] | SystemDescription) -> Graph:
     for service in system.services:
         edge(node("queue", service.queue.name), node("service", service.name), "", False)
     ordered = sorted(nodes.values(), key=lambda n: ("service", "exchange", "queue").index(n.kind))
-    return Graph(tuple(ordered), tuple(edges.values()))
+    return Graph(tuple(ordered), tuple(edges.values()), saga_steps(system.services))
 
 
 _MERMAID_SHAPES: dict[NodeKind, tuple[str, str]] = {
@@ -139,6 +177,16 @@ def render_mermaid(graph: Graph) -> str:
         arrow = "-.->" if e.dashed else "-->"
         label = f"|{_mermaid_text(e.label)}|" if e.label else ""
         lines.append(f"    {e.source.id} {arrow}{label} {e.target.id}")
+    for service, saga, steps in graph.sagas:
+        sid = f"saga_{_UNSAFE.sub('_', service)}_{_UNSAFE.sub('_', saga)}"
+        lines.append(f"    subgraph {sid}[{_mermaid_text(f'saga {saga} ({service})')}]")
+        lines.append("        direction TB")
+        for i, label in enumerate(steps, 1):
+            lines.append(f"        {sid}_{i}[{_mermaid_text(label)}]")
+        for i in range(1, len(steps)):
+            lines.append(f"        {sid}_{i} --> {sid}_{i + 1}")
+        lines.append("    end")
+        lines.append(f"    svc_{_UNSAFE.sub('_', service)} -.- {sid}")
     lines.append("    classDef service fill:#e8f0fe,stroke:#4a6fa5")
     lines.append("    classDef exchange fill:#fff4e0,stroke:#c08a2e")
     lines.append("    classDef queue fill:#eaf6ea,stroke:#4c8c4c")
@@ -179,6 +227,15 @@ def render_dot(graph: Graph) -> str:
             attrs.append("style=dashed")
         suffix = f" [{', '.join(attrs)}]" if attrs else ""
         lines.append(f"    {e.source.id} -> {e.target.id}{suffix};")
+    for service, saga, steps in graph.sagas:
+        sid = f"saga_{_UNSAFE.sub('_', service)}_{_UNSAFE.sub('_', saga)}"
+        lines.append(f"    subgraph cluster_{sid} {{")
+        lines.append(f"        label={_dot_text(f'saga {saga} ({service})')};")
+        for i, label in enumerate(steps, 1):
+            lines.append(f"        {sid}_{i} [label={_dot_text(label)}, shape=note];")
+        for i in range(1, len(steps)):
+            lines.append(f"        {sid}_{i} -> {sid}_{i + 1};")
+        lines.append("    }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -25,6 +25,7 @@ from typing import Literal
 
 from ..app import Service
 from ..brokers import DEFAULT_EXCHANGE, Binding, ExchangeSpec
+from ..exceptions import ConfigurationError
 from ..messages import Command, Message
 
 __all__ = (
@@ -163,8 +164,16 @@ def describe_system(services: Iterable[Service]) -> SystemDescription:
 
     Args:
         services: The services, e.g. from ``resolve_services("services")``.
+
+    Raises:
+        ConfigurationError: Two services have the same name.
     """
-    system = SystemDescription(list(services))
+    listed = list(services)
+    names = [s.name for s in listed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # the App refuses them too; a description of them would merge two services
+        raise ConfigurationError(f"service names must be unique; repeated: {repeated}")
+    system = SystemDescription(listed)
     types: dict[type[Message], None] = {}
     bound: set[str] = set()
     unbound: set[str] = set()

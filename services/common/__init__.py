@@ -1,4 +1,4 @@
-"""Building blocks shared by the reference services: SQLite, outbox/inbox, HTTP helpers.
+"""Building blocks shared by the reference services: tables in the App's store, HTTP helpers.
 
 Not a service itself: ``python -m actorbus run services.common`` has nothing to run.
 """

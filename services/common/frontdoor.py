@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 
 import anyio
 
@@ -12,7 +13,7 @@ __all__ = ("announce_front_door",)
 
 
 async def announce_front_door(ctx: ServiceContext) -> None:
-    """Log the front door's URL and a ``curl`` line that places a first order.
+    """Log the front door's URL and a ``curl`` line that places a first order; print it too.
 
     Runs as a background task: the app starts background tasks before its HTTP server binds
     and offers no "after start" hook, so this waits until the app reports ready. When the app
@@ -37,3 +38,7 @@ async def announce_front_door(ctx: ServiceContext) -> None:
         place_an_order=curl,
         then=f"curl -s {base}/orders/<orderId>",
     )
+    # The log line quotes the command (JSON escapes, or a repr on a terminal); this one is
+    # for a person to paste into a shell, on stdout where no log goes.
+    sys.stdout.write(f"Front door: {base}\nPlace a first order:\n  {curl}\n")
+    sys.stdout.flush()

@@ -1,13 +1,14 @@
-"""Inventory's reactions: reserve stock for new orders (event or command), release on request."""
+"""Inventory's reactions: reserve stock for new orders (event or command), release on request.
+
+Each handler runs in the store transaction of its delivery (``ctx.tx``): the stock change, the
+inbox record and what it publishes or replies (the outbox) commit together, so a redelivery has
+no second effect and its first outcome is still published.
+"""
 
 from __future__ import annotations
 
-import sqlite3
-
 from actorbus import HandlerContext, Service
 
-from ..common.outbox import consume_once, enqueue, reply_once
-from ..common.store import Slot
 from ..contracts import (
     OrderCreatedV2,
     ReleaseStock,
@@ -17,75 +18,48 @@ from ..contracts import (
     StockRejected,
     StockReserved,
 )
-from .store import InventoryStore, Reservation
+from .store import Reservation, release, reserve
 
 __all__ = ("add_handlers",)
 
 
-def add_handlers(service: Service, store: Slot[InventoryStore]) -> None:
+def add_handlers(service: Service) -> None:
     """Register Inventory's handlers on ``service``."""
 
     @service.on(OrderCreatedV2)
     async def on_order_created(event: OrderCreatedV2, ctx: HandlerContext) -> None:
         """Choreography: reserve the order's lines; announce stock.reserved or stock.rejected."""
-        inventory = store.value
         order_id = event.order_id
-
-        def effect(conn: sqlite3.Connection) -> Reservation:
-            outcome = inventory.reserve(conn, order_id, event.items)
-            announcement = (
-                StockReserved(order_id=order_id, items=outcome.items)
-                if outcome.reserved
-                else StockRejected(order_id=order_id, reason=outcome.reason)
-            )
-            enqueue(conn, announcement, correlation_id=order_id, causation_id=ctx.message_id)
-            return outcome
-
-        handled = await consume_once(inventory.db, ctx, effect)
-        if not handled.first or handled.value is None:
-            ctx.log.info("duplicate_ignored", order_id=order_id)
-            return
-        inventory.relay.notify()
-        _log_reservation(ctx, order_id, handled.value)
+        outcome = await reserve(ctx.tx, order_id, event.items)
+        ctx.publish(
+            StockReserved(order_id=order_id, items=outcome.items)
+            if outcome.reserved
+            else StockRejected(order_id=order_id, reason=outcome.reason),
+            correlation_id=order_id,
+        )
+        _log_reservation(ctx, order_id, outcome)
 
     @service.on(ReserveStock)
     async def on_reserve_stock(command: ReserveStock, ctx: HandlerContext) -> None:
         """Orchestration: reserve the order's lines and reply with the outcome."""
-        inventory = store.value
-
-        def effect(conn: sqlite3.Connection) -> ReserveStockResult:
-            outcome = inventory.reserve(conn, command.order_id, command.items)
-            return ReserveStockResult(
+        outcome = await reserve(ctx.tx, command.order_id, command.items)
+        ctx.reply(
+            ReserveStockResult(
                 order_id=command.order_id, reserved=outcome.reserved, reason=outcome.reason
             )
-
-        reply, first = await reply_once(inventory.db, ctx, ReserveStockResult, effect)
-        if not first:
-            ctx.log.info("duplicate_answered_again", order_id=command.order_id)
-            return
+        )
         _log_reservation(
-            ctx, command.order_id, Reservation(reply.reserved, reply.reason, command.items)
+            ctx, command.order_id, Reservation(outcome.reserved, outcome.reason, command.items)
         )
 
     @service.on(ReleaseStock)
     async def on_release_stock(command: ReleaseStock, ctx: HandlerContext) -> None:
         """Orchestration (compensation): give back what the order holds and reply."""
-        inventory = store.value
-
-        def effect(conn: sqlite3.Connection) -> ReleaseStockResult:
-            released = inventory.release(conn, command.order_id, command.reason)
-            return ReleaseStockResult(order_id=command.order_id, released=released)
-
-        reply, first = await reply_once(inventory.db, ctx, ReleaseStockResult, effect)
-        if first:
-            ctx.log.info(
-                "stock_released",
-                order_id=command.order_id,
-                released=reply.released,
-                reason=command.reason,
-            )
-        else:
-            ctx.log.info("duplicate_answered_again", order_id=command.order_id)
+        released = await release(ctx.tx, command.order_id, command.reason)
+        ctx.reply(ReleaseStockResult(order_id=command.order_id, released=released))
+        ctx.log.info(
+            "stock_released", order_id=command.order_id, released=released, reason=command.reason
+        )
 
 
 def _log_reservation(ctx: HandlerContext, order_id: str, outcome: Reservation) -> None:

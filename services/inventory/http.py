@@ -12,8 +12,9 @@ from starlette.responses import Response
 from actorbus import Service, ServiceContext
 
 from ..common.http import HttpError, json_endpoint, json_response, read_json
-from ..common.store import store_of
-from .store import InventoryStore
+from ..common.state import app_store
+from .store import get_stock as load_stock
+from .store import set_stock as store_stock
 
 __all__ = ("MAX_AVAILABLE", "StockUpdate", "add_stock_routes")
 
@@ -45,7 +46,7 @@ def _sku(request: Request) -> str:
 async def get_stock(request: Request, ctx: ServiceContext) -> Response:
     """``GET /stock/{sku}``: ``{"sku", "available"}`` or ``404``."""
     sku = _sku(request)
-    level = await store_of(ctx, InventoryStore).get_stock(sku)
+    level = await load_stock(app_store(ctx), sku)
     if level is None:
         raise HttpError(404, "sku_not_found", f"no stock is kept for SKU {sku!r}")
     return json_response(level)
@@ -56,7 +57,7 @@ async def put_stock(request: Request, ctx: ServiceContext) -> Response:
     """``PUT /stock/{sku}`` ``{"available": n}``: set the level (creating the SKU)."""
     sku = _sku(request)
     update = await read_json(request, StockUpdate)
-    level = await store_of(ctx, InventoryStore).set_stock(sku, update.available)
+    level = await store_stock(app_store(ctx), sku, update.available)
     ctx.log.info("stock_set", sku=sku, available=level.available)
     return json_response(level)
 

@@ -1,47 +1,70 @@
-"""The Inventory service's state: stock levels and one reservation per order.
+"""The Inventory service's state: stock levels and one reservation per order, in the App's store.
 
-Stock never goes negative: every change runs in the service's single writer transaction,
-reservation is all-or-nothing, the decrement is conditional (``available >= qty``) and the
-table has a ``CHECK (available >= 0)`` as the last line of defence.
+Stock never goes negative, whichever process of the service (on whichever host) reserves:
+every decrement is a conditional ``UPDATE … WHERE available >= qty`` (atomic in the database;
+on PostgreSQL the row stays locked until the COMMIT), a reservation that cannot take every line
+gives back the lines it took in the same transaction (all or nothing), and the table has a
+``CHECK (available >= 0)`` as the last line of defence.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
-from typing import ClassVar, Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from actorbus import Message
+from actorbus.stores import MigrationStep, Store, Transaction
 
-from ..common.store import ServiceStore
-from ..contracts import OrderLine, StockRejected, StockReserved
+from ..contracts import OrderLine
 
-__all__ = ("INVENTORY_SCHEMA", "SEED_STOCK", "InventoryStore", "Reservation", "StockLevel")
+__all__ = (
+    "INVENTORY_STEPS",
+    "SEED_STOCK",
+    "Reservation",
+    "StockLevel",
+    "get_stock",
+    "release",
+    "reserve",
+    "set_stock",
+)
 
 #: Stock put in an empty database on first start, so that a first order works.
 SEED_STOCK: Final = {"ABC": 100, "XYZ": 100}
 
-INVENTORY_SCHEMA = """
-CREATE TABLE IF NOT EXISTS stock (
-    sku        TEXT PRIMARY KEY,
-    available  INTEGER NOT NULL CHECK (available >= 0),
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reservations (
-    order_id   TEXT PRIMARY KEY,
-    status     TEXT NOT NULL CHECK (status IN ('RESERVED', 'REJECTED', 'RELEASED')),
-    reason     TEXT,
-    items      BLOB NOT NULL,                 -- JSON [{"sku", "qty"}] held (RESERVED)
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+
+async def _seed(tx: Transaction) -> None:
+    """Migration step: seed :data:`SEED_STOCK` (once: a step runs once per database)."""
+    now = time.time()
+    for sku, qty in SEED_STOCK.items():
+        await tx.execute(
+            "INSERT INTO stock (sku, available, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (sku) DO NOTHING",
+            sku,
+            qty,
+            now,
+        )
+
+
+#: Inventory's tables (migration namespace ``inventory``): append steps, never edit one.
+INVENTORY_STEPS: Final[Sequence[MigrationStep]] = (
+    """
+    CREATE TABLE stock (
+        sku        TEXT PRIMARY KEY,
+        available  INTEGER NOT NULL CHECK (available >= 0),
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE reservations (
+        order_id   TEXT PRIMARY KEY,
+        status     TEXT NOT NULL CHECK (status IN ('RESERVED', 'REJECTED', 'RELEASED')),
+        reason     TEXT,
+        items      TEXT NOT NULL,                 -- JSON [{"sku", "qty"}] held (RESERVED)
+        updated_at DOUBLE PRECISION NOT NULL
+    )
+    """,
+    _seed,
+)
 
 
 class Reservation(NamedTuple):
@@ -59,127 +82,130 @@ class StockLevel(msgspec.Struct, rename="camel"):
     available: int
 
 
-_encode = msgspec.json.encode
+_lines_decoder = msgspec.json.Decoder(tuple[OrderLine, ...])
 
 
-class InventoryStore(ServiceStore):
-    """Stock and reservations, with the inbox and the outbox of stock.reserved/rejected."""
+def _encode_lines(items: Sequence[OrderLine]) -> str:
+    return msgspec.json.encode(tuple(items)).decode()
 
-    schema: ClassVar[str] = ServiceStore.schema + INVENTORY_SCHEMA
-    publishes: ClassVar[tuple[type[Message], ...]] = (StockReserved, StockRejected)
 
-    def on_open(self, conn: sqlite3.Connection) -> None:
-        """Seed :data:`SEED_STOCK` the first time the database is opened."""
-        if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is None:
-            now = time.time()
-            conn.executemany(
-                "INSERT OR IGNORE INTO stock (sku, available, updated_at) VALUES (?, ?, ?)",
-                [(sku, qty, now) for sku, qty in SEED_STOCK.items()],
-            )
-            conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', ?)", (str(now),))
+async def _shortfall(tx: Transaction, line: OrderLine) -> str:
+    """Why ``line`` could not be taken (read after its conditional UPDATE changed nothing)."""
+    available = await tx.fetchval("SELECT available FROM stock WHERE sku = ?", line.sku)
+    if available is None:
+        return f"unknown SKU {line.sku!r}"
+    return f"not enough stock of {line.sku!r}: {line.qty} requested, {available} available"
 
-    @staticmethod
-    def reserve(conn: sqlite3.Connection, order_id: str, items: Sequence[OrderLine]) -> Reservation:
-        """Reserve every line of ``order_id`` or none (in a transaction).
 
-        An order is reserved at most once: asking again returns the first outcome. An order
-        whose stock was released (or that was cancelled before it reserved) is refused.
-        """
-        known = conn.execute(
-            "SELECT status, reason FROM reservations WHERE order_id = ?", (order_id,)
-        ).fetchone()
-        if known is not None:
-            if known["status"] == "RESERVED":
-                return Reservation(True, "", tuple(items))
-            if known["status"] == "RELEASED":
-                return Reservation(False, "the order was cancelled; its stock was released", ())
-            return Reservation(False, known["reason"] or "rejected", ())
-        reason = ""
-        for line in items:
-            row = conn.execute("SELECT available FROM stock WHERE sku = ?", (line.sku,)).fetchone()
-            if row is None:
-                reason = f"unknown SKU {line.sku!r}"
-                break
-            if row["available"] < line.qty:
-                reason = (
-                    f"not enough stock of {line.sku!r}: {line.qty} requested, "
-                    f"{row['available']} available"
-                )
-                break
-        now = time.time()
-        if reason:
-            conn.execute(
-                "INSERT INTO reservations (order_id, status, reason, items, updated_at) "
-                "VALUES (?, 'REJECTED', ?, '[]', ?)",
-                (order_id, reason, now),
-            )
-            return Reservation(False, reason, ())
-        for line in items:
-            cursor = conn.execute(
-                "UPDATE stock SET available = available - ?, updated_at = ? "
-                "WHERE sku = ? AND available >= ?",
-                (line.qty, now, line.sku, line.qty),
-            )
-            if cursor.rowcount != 1:  # pragma: no cover - checked above, single writer
-                raise RuntimeError(f"stock of {line.sku!r} changed under a reservation")
-        conn.execute(
-            "INSERT INTO reservations (order_id, status, items, updated_at) "
-            "VALUES (?, 'RESERVED', ?, ?)",
-            (order_id, _encode(tuple(items)), now),
+async def reserve(tx: Transaction, order_id: str, items: Sequence[OrderLine]) -> Reservation:
+    """Reserve every line of ``order_id`` or none.
+
+    An order is reserved at most once: asking again returns the first outcome. An order whose
+    stock was released (or that was cancelled before it reserved) is refused.
+    """
+    known = await tx.fetchone(
+        "SELECT status, reason FROM reservations WHERE order_id = ?", order_id
+    )
+    if known is not None:
+        if known["status"] == "RESERVED":
+            return Reservation(True, "", tuple(items))
+        if known["status"] == "RELEASED":
+            return Reservation(False, "the order was cancelled; its stock was released", ())
+        return Reservation(False, known["reason"] or "rejected", ())
+    now = time.time()
+    taken: list[OrderLine] = []
+    reason = ""
+    for line in items:
+        changed = await tx.execute(
+            "UPDATE stock SET available = available - ?, updated_at = ? "
+            "WHERE sku = ? AND available >= ?",
+            line.qty,
+            now,
+            line.sku,
+            line.qty,
         )
-        return Reservation(True, "", tuple(items))
-
-    @staticmethod
-    def release(conn: sqlite3.Connection, order_id: str, reason: str) -> bool:
-        """Give back what ``order_id`` holds (in a transaction); return whether anything was.
-
-        Releasing an order that reserved nothing leaves a ``RELEASED`` tombstone, so that a
-        reservation request arriving late is refused.
-        """
-        known = conn.execute(
-            "SELECT status, items FROM reservations WHERE order_id = ?", (order_id,)
-        ).fetchone()
-        now = time.time()
-        if known is None:
-            conn.execute(
-                "INSERT INTO reservations (order_id, status, reason, items, updated_at) "
-                "VALUES (?, 'RELEASED', ?, '[]', ?)",
-                (order_id, reason, now),
-            )
-            return False
-        if known["status"] != "RESERVED":
-            return False
-        for line in msgspec.json.decode(known["items"], type=tuple[OrderLine, ...]):
-            conn.execute(
-                "UPDATE stock SET available = available + ?, updated_at = ? WHERE sku = ?",
-                (line.qty, now, line.sku),
-            )
-        conn.execute(
-            "UPDATE reservations SET status = 'RELEASED', reason = ?, updated_at = ? "
-            "WHERE order_id = ?",
-            (reason, now, order_id),
+        if changed != 1:
+            reason = await _shortfall(tx, line)
+            break
+        taken.append(line)
+    if reason:
+        for line in taken:  # all or nothing: give back what this order took
+            await _give_back(tx, line, now)
+        await tx.execute(
+            "INSERT INTO reservations (order_id, status, reason, items, updated_at) "
+            "VALUES (?, 'REJECTED', ?, '[]', ?)",
+            order_id,
+            reason,
+            now,
         )
-        return True
+        return Reservation(False, reason, ())
+    await tx.execute(
+        "INSERT INTO reservations (order_id, status, items, updated_at) "
+        "VALUES (?, 'RESERVED', ?, ?)",
+        order_id,
+        _encode_lines(items),
+        now,
+    )
+    return Reservation(True, "", tuple(items))
 
-    async def get_stock(self, sku: str) -> StockLevel | None:
-        """Return the stock level of ``sku``, or ``None`` if it is unknown."""
 
-        def query(conn: sqlite3.Connection) -> StockLevel | None:
-            row = conn.execute("SELECT available FROM stock WHERE sku = ?", (sku,)).fetchone()
-            return None if row is None else StockLevel(sku, row["available"])
+async def _give_back(tx: Transaction, line: OrderLine, now: float) -> None:
+    await tx.execute(
+        "UPDATE stock SET available = available + ?, updated_at = ? WHERE sku = ?",
+        line.qty,
+        now,
+        line.sku,
+    )
 
-        return await self.db.read(query)
 
-    async def set_stock(self, sku: str, available: int) -> StockLevel:
-        """Set the stock level of ``sku`` (creating it); reservations already held stay held."""
+async def release(tx: Transaction, order_id: str, reason: str) -> bool:
+    """Give back what ``order_id`` holds; return whether anything was.
 
-        def update(conn: sqlite3.Connection) -> StockLevel:
-            conn.execute(
-                "INSERT INTO stock (sku, available, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (sku) DO UPDATE SET available = excluded.available, "
-                "updated_at = excluded.updated_at",
-                (sku, available, time.time()),
-            )
-            return StockLevel(sku, available)
+    Releasing an order that reserved nothing leaves a ``RELEASED`` tombstone, so that a
+    reservation request arriving late is refused.
+    """
+    known = await tx.fetchone("SELECT status, items FROM reservations WHERE order_id = ?", order_id)
+    now = time.time()
+    if known is None:
+        await tx.execute(
+            "INSERT INTO reservations (order_id, status, reason, items, updated_at) "
+            "VALUES (?, 'RELEASED', ?, '[]', ?)",
+            order_id,
+            reason,
+            now,
+        )
+        return False
+    if known["status"] != "RESERVED":
+        return False
+    held: Any = known["items"]
+    for line in _lines_decoder.decode(held):
+        await _give_back(tx, line, now)
+    await tx.execute(
+        "UPDATE reservations SET status = 'RELEASED', reason = ?, updated_at = ? "
+        "WHERE order_id = ?",
+        reason,
+        now,
+        order_id,
+    )
+    return True
 
-        return await self.db.write(update)
+
+async def get_stock(store: Store, sku: str) -> StockLevel | None:
+    """Return the stock level of ``sku``, or ``None`` if it is unknown."""
+    async with store.transaction() as tx:
+        available = await tx.fetchval("SELECT available FROM stock WHERE sku = ?", sku)
+    return None if available is None else StockLevel(sku, int(available))
+
+
+async def set_stock(store: Store, sku: str, available: int) -> StockLevel:
+    """Set the stock level of ``sku`` (creating it); reservations already held stay held."""
+    async with store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO stock (sku, available, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (sku) DO UPDATE SET available = excluded.available, "
+            "updated_at = excluded.updated_at",
+            sku,
+            available,
+            time.time(),
+        )
+    return StockLevel(sku, available)

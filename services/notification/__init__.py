@@ -10,22 +10,21 @@ from __future__ import annotations
 
 from actorbus import Service
 
-from ..common.store import attach_store
+from ..common.state import migrate_on_start
 from ..contracts import EXCHANGE, SendConfirmationResult
 from .handlers import add_handlers
 from .http import add_notification_routes
-from .store import NotificationStore
+from .store import NOTIFICATION_STEPS
 
 __all__ = ("build", "service")
 
 
 def build() -> Service:
-    """Return a new Notification service (one per App: it holds that App's store)."""
-    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
-    service = Service("notification", queue="notification.queue", exchange=EXCHANGE, dedupe=False)
-    store = attach_store(service, NotificationStore, "notification.sqlite3")
+    """Return a new Notification service (durable: it needs an App with a store)."""
+    service = Service("notification", queue="notification.queue", exchange=EXCHANGE, durable=True)
     service.declare_publishes(SendConfirmationResult)
-    add_handlers(service, store)
+    migrate_on_start(service, NOTIFICATION_STEPS)
+    add_handlers(service)
     add_notification_routes(service)
     return service
 

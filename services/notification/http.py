@@ -8,8 +8,8 @@ from starlette.responses import Response
 from actorbus import Service, ServiceContext
 
 from ..common.http import HttpError, json_endpoint, json_response
-from ..common.store import store_of
-from .store import NotificationStore
+from ..common.state import app_store
+from .store import list_notifications as load_notifications
 
 __all__ = ("add_notification_routes",)
 
@@ -30,7 +30,7 @@ async def list_notifications(request: Request, ctx: ServiceContext) -> Response:
     order_id = request.query_params.get("orderId")
     if order_id is not None and not 1 <= len(order_id) <= 128:
         raise HttpError(400, "invalid_query", "orderId must be 1 to 128 characters")
-    found = await store_of(ctx, NotificationStore).list(order_id)
+    found = await load_notifications(app_store(ctx), order_id)
     return json_response({"notifications": found})
 
 

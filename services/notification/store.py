@@ -1,29 +1,35 @@
-"""The Notification service's state: the notifications sent, per order."""
+"""The Notification service's state: what the customer was told, in the App's store.
+
+A notification is keyed by the ``eventId`` of the message that caused it: with the inbox record
+of that message in the same transaction, a redelivery never tells the customer twice.
+"""
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Final
 
 import msgspec
 
-from ..common.store import ServiceStore
+from actorbus.stores import MigrationStep, Store, Transaction
 
-__all__ = ("NOTIFICATION_SCHEMA", "NotificationStore", "NotificationView")
+__all__ = ("NOTIFICATION_STEPS", "NotificationView", "list_notifications", "record")
 
-NOTIFICATION_SCHEMA = """
-CREATE TABLE IF NOT EXISTS notifications (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    order_id    TEXT NOT NULL,
-    kind        TEXT NOT NULL,
-    text        TEXT NOT NULL,
-    caused_by   TEXT NOT NULL,                -- eventId of the message that caused it
-    created_at  REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notifications_by_order ON notifications (order_id, id);
-"""
+#: Notification's tables (migration namespace ``notification``): append steps, never edit one.
+NOTIFICATION_STEPS: Final[Sequence[MigrationStep]] = (
+    """
+    CREATE TABLE notifications (
+        caused_by   TEXT PRIMARY KEY,             -- eventId of the message that caused it
+        order_id    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX notifications_by_order ON notifications (order_id, created_at)
+    """,
+)
 
 
 class NotificationView(msgspec.Struct, rename="camel"):
@@ -35,45 +41,44 @@ class NotificationView(msgspec.Struct, rename="camel"):
     sent_at: datetime
 
 
-class NotificationStore(ServiceStore):
-    """Notifications, recorded with the inbox row of the message that caused them."""
+async def record(tx: Transaction, order_id: str, kind: str, text: str, caused_by: str) -> None:
+    """Record that the notification ``kind`` was sent for ``order_id``."""
+    await tx.execute(
+        "INSERT INTO notifications (caused_by, order_id, kind, text, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        caused_by,
+        order_id,
+        kind,
+        text,
+        time.time(),
+    )
 
-    schema: ClassVar[str] = ServiceStore.schema + NOTIFICATION_SCHEMA
 
-    @staticmethod
-    def record(
-        conn: sqlite3.Connection, order_id: str, kind: str, text: str, caused_by: str
-    ) -> None:
-        """Record that the notification ``kind`` was sent for ``order_id`` (in a transaction)."""
-        conn.execute(
-            "INSERT INTO notifications (order_id, kind, text, caused_by, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (order_id, kind, text, caused_by, time.time()),
+async def list_notifications(
+    store: Store, order_id: str | None = None, limit: int = 100
+) -> list[NotificationView]:
+    """Return the notifications of ``order_id`` (oldest first), or the latest ``limit``."""
+    columns = "order_id, kind, text, created_at"
+    async with store.transaction() as tx:
+        if order_id is None:
+            rows = await tx.fetchall(
+                f"SELECT {columns} FROM notifications ORDER BY created_at DESC, caused_by LIMIT ?",
+                limit,
+            )
+            rows.reverse()
+        else:
+            rows = await tx.fetchall(
+                f"SELECT {columns} FROM notifications WHERE order_id = ? "
+                "ORDER BY created_at, caused_by LIMIT ?",
+                order_id,
+                limit,
+            )
+    return [
+        NotificationView(
+            order_id=row["order_id"],
+            kind=row["kind"],
+            text=row["text"],
+            sent_at=datetime.fromtimestamp(row["created_at"], UTC),
         )
-
-    async def list(self, order_id: str | None = None, limit: int = 100) -> list[NotificationView]:
-        """Return the notifications of ``order_id`` (oldest first), or the latest ``limit``."""
-
-        def query(conn: sqlite3.Connection) -> list[NotificationView]:
-            if order_id is None:
-                rows = conn.execute(
-                    "SELECT * FROM (SELECT * FROM notifications ORDER BY id DESC LIMIT ?) "
-                    "ORDER BY id",
-                    (limit,),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT * FROM notifications WHERE order_id = ? ORDER BY id LIMIT ?",
-                    (order_id, limit),
-                ).fetchall()
-            return [
-                NotificationView(
-                    order_id=row["order_id"],
-                    kind=row["kind"],
-                    text=row["text"],
-                    sent_at=datetime.fromtimestamp(row["created_at"], UTC),
-                )
-                for row in rows
-            ]
-
-        return await self.db.read(query)
+        for row in rows
+    ]

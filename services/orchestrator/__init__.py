@@ -1,9 +1,10 @@
 """The Order orchestrator (orchestration): takes orders and runs a saga for each.
 
 Replaces the Order service when ``ORDER_FLOW=orchestration``: it serves the same
-``POST /orders`` and ``GET /orders/{orderId}``, and drives ReserveStock → ChargePayment →
-SendConfirmation, compensating with ReleaseStock (and RefundPayment after a payment timeout).
-Saga state is persisted, so a saga survives a restart and finishes.
+``POST /orders`` and ``GET /orders/{orderId}``, and runs :func:`~.saga.order_saga`
+(ReserveStock → ChargePayment → SendConfirmation, compensating with ReleaseStock, and
+RefundPayment after a payment timeout). Orders and saga instances live in the App's store, so
+a saga survives a restart and finishes.
 
 Settings (environment): ``ORDER_STEP_TIMEOUT`` seconds to wait for a reply (default 10),
 ``ORDER_STEP_ATTEMPTS`` attempts of a step before compensating (default 3).
@@ -19,11 +20,11 @@ from actorbus import Service
 from actorbus.exceptions import ConfigurationError
 
 from ..common.frontdoor import announce_front_door
-from ..common.store import attach_store
+from ..common.state import migrate_on_start
 from ..contracts import EXCHANGE
-from .handlers import add_handlers
+from ..order.store import ORDER_STEPS
 from .http import add_order_routes
-from .store import OrchestratorStore
+from .saga import order_saga
 
 __all__ = ("build", "service")
 
@@ -45,7 +46,7 @@ def _setting(name: str, default: float, minimum: float) -> float:
 
 
 def build(step_timeout: float | None = None, max_attempts: int | None = None) -> Service:
-    """Return a new Order orchestrator (one per App: it holds that App's store).
+    """Return a new Order orchestrator (durable: it needs an App with a store).
 
     Args:
         step_timeout: Seconds to wait for each reply; ``ORDER_STEP_TIMEOUT`` or 10 by default.
@@ -71,15 +72,12 @@ def build(step_timeout: float | None = None, max_attempts: int | None = None) ->
             f"got {timeout!r} and {attempts!r}"
         )
 
-    def configure(store: OrchestratorStore) -> None:
-        store.step_timeout = timeout
-        store.max_attempts = attempts
-
-    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
-    service = Service("orchestrator", queue="orchestrator.queue", exchange=EXCHANGE, dedupe=False)
-    store = attach_store(service, OrchestratorStore, "orchestrator.sqlite3", configure)
-    add_handlers(service, store)
-    add_order_routes(service)
+    service = Service("orchestrator", queue="orchestrator.queue", exchange=EXCHANGE, durable=True)
+    # The same orders table as the Order service's (a data directory may switch flows).
+    migrate_on_start(service, ORDER_STEPS, namespace="order")
+    saga = order_saga(timeout, attempts)
+    saga.attach(service)
+    add_order_routes(service, saga)
     service.background(announce_front_door)
     return service
 

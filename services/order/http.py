@@ -1,8 +1,9 @@
 """``POST /orders`` and ``GET /orders/{orderId}``: the front door of the order flow.
 
-Shared by the Order service (choreography) and the Order orchestrator (orchestration): both
-keep orders in an :class:`~services.order.store.OrderStore`; only what placing an order writes
-besides the order differs.
+Shared by the Order service (choreography) and the Order orchestrator (orchestration). Both keep
+their orders in the App's store: ``POST /orders`` writes the order and what it sets going (the
+``order.created`` events, or the first command of the orchestrator's saga) in one
+``ctx.transaction()``, and concurrent requests share COMMITs.
 
 Validation decisions: unknown fields are refused (422) rather than ignored, so a typo such as
 ``"quantity"`` cannot turn into a silently different order; ``null`` is refused where a value
@@ -19,11 +20,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actorbus import Service, ServiceContext
+from actorbus.exceptions import StoreConflictError
 
 from ..common.http import HttpError, json_endpoint, json_response, read_json
-from ..common.store import store_of
+from ..common.state import app_store
 from ..contracts import OrderLine
-from .store import IdempotencyConflictError, NewOrder, OrderStore
+from .store import (
+    Announce,
+    IdempotencyConflictError,
+    NewOrder,
+    OrderView,
+    announce_created,
+    place_order,
+)
+from .store import (
+    get_order as load_order,
+)
 
 __all__ = (
     "ANONYMOUS",
@@ -123,14 +135,25 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-@json_endpoint
-async def create_order(request: Request, ctx: ServiceContext) -> Response:
-    """``POST /orders``: validate, store the order and its follow-ups in one commit, ``202``."""
+async def _place(
+    ctx: ServiceContext, new: NewOrder, key: str | None, announce: Announce
+) -> tuple[OrderView, bool]:
+    """Write the order and its follow-ups in one transaction; answer once it is committed."""
+    try:
+        async with ctx.transaction() as tx:
+            return await place_order(tx, new, key, announce)
+    except StoreConflictError:
+        # PostgreSQL: a serialization failure or deadlock with a concurrent writer. Nothing
+        # was kept; once more is safe (a retried key now finds the order the other one placed).
+        async with ctx.transaction() as tx:
+            return await place_order(tx, new, key, announce)
+
+
+async def _create_order(request: Request, ctx: ServiceContext, announce: Announce) -> Response:
     key = _idempotency_key(request)
     new = parse_order(await read_json(request, OrderRequest))
-    store = store_of(ctx, OrderStore)
     try:
-        order, created = await store.create(new, key)
+        order, created = await _place(ctx, new, key, announce)
     except IdempotencyConflictError as exc:
         raise HttpError(422, "idempotency_key_reused", str(exc)) from None
     log = ctx.log.bind(correlation_id=order.order_id)
@@ -152,13 +175,25 @@ async def create_order(request: Request, ctx: ServiceContext) -> Response:
 async def get_order(request: Request, ctx: ServiceContext) -> Response:
     """``GET /orders/{orderId}``: the order and its status, or ``404``."""
     order_id = request.path_params["order_id"]
-    order = await store_of(ctx, OrderStore).get(order_id)
+    order = await load_order(app_store(ctx), order_id)
     if order is None:
         raise HttpError(404, "order_not_found", f"no order {order_id!r}")
     return json_response(order)
 
 
-def add_order_routes(service: Service) -> None:
-    """Mount ``POST /orders`` and ``GET /orders/{orderId}`` on ``service``."""
+def add_order_routes(service: Service, announce: Announce = announce_created) -> None:
+    """Mount ``POST /orders`` and ``GET /orders/{orderId}`` on ``service``.
+
+    Args:
+        service: The Order service or the orchestrator.
+        announce: What a new order sets going, in its transaction: the ``order.created``
+            events by default; the orchestrator starts its saga.
+    """
+
+    @json_endpoint
+    async def create_order(request: Request, ctx: ServiceContext) -> Response:
+        """``POST /orders``: validate, store the order and its follow-ups in one commit, 202."""
+        return await _create_order(request, ctx, announce)
+
     service.route("/orders", methods=["POST"])(create_order)
     service.route("/orders/{order_id}", methods=["GET"])(get_order)

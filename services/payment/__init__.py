@@ -10,22 +10,21 @@ from __future__ import annotations
 
 from actorbus import Service
 
-from ..common.store import attach_store
+from ..common.state import migrate_on_start
 from ..contracts import EXCHANGE, ChargePaymentResult, RefundPaymentResult
 from .handlers import add_handlers
 from .http import add_payment_routes
-from .store import PaymentStore
+from .store import PAYMENT_STEPS
 
 __all__ = ("build", "service")
 
 
 def build() -> Service:
-    """Return a new Payment service (one per App: it holds that App's store)."""
-    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
-    service = Service("payment", queue="payment.queue", exchange=EXCHANGE, dedupe=False)
-    store = attach_store(service, PaymentStore, "payment.sqlite3")
+    """Return a new Payment service (durable: it needs an App with a store)."""
+    service = Service("payment", queue="payment.queue", exchange=EXCHANGE, durable=True)
     service.declare_publishes(ChargePaymentResult, RefundPaymentResult)
-    add_handlers(service, store)
+    migrate_on_start(service, PAYMENT_STEPS)
+    add_handlers(service)
     add_payment_routes(service)
     return service
 

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 from actorbus import Service
 
-from ..common.store import attach_store
+from ..common.state import migrate_on_start
 from ..contracts import EXCHANGE
 from .handlers import add_handlers
 from .http import add_shipment_routes
-from .store import ShippingStore
+from .store import SHIPPING_STEPS
 
 __all__ = ("build", "service")
 
 
 def build() -> Service:
-    """Return a new Shipping service (one per App: it holds that App's store)."""
-    # Its handlers keep a persistent inbox in SQLite, in the transaction of their effect.
-    service = Service("shipping", queue="shipping.queue", exchange=EXCHANGE, dedupe=False)
-    store = attach_store(service, ShippingStore, "shipping.sqlite3")
-    add_handlers(service, store)
+    """Return a new Shipping service (durable: it needs an App with a store)."""
+    service = Service("shipping", queue="shipping.queue", exchange=EXCHANGE, durable=True)
+    migrate_on_start(service, SHIPPING_STEPS)
+    add_handlers(service)
     add_shipment_routes(service)
     return service
 

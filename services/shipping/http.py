@@ -8,8 +8,8 @@ from starlette.responses import Response
 from actorbus import Service, ServiceContext
 
 from ..common.http import HttpError, json_endpoint, json_response
-from ..common.store import store_of
-from .store import ShippingStore
+from ..common.state import app_store
+from .store import get_shipment as load_shipment
 
 __all__ = ("add_shipment_routes",)
 
@@ -18,7 +18,7 @@ __all__ = ("add_shipment_routes",)
 async def get_shipment(request: Request, ctx: ServiceContext) -> Response:
     """``GET /shipments/{orderId}``: the shipment, or ``404``."""
     order_id = request.path_params["order_id"]
-    shipment = await store_of(ctx, ShippingStore).get(order_id)
+    shipment = await load_shipment(app_store(ctx), order_id)
     if shipment is None:
         raise HttpError(404, "shipment_not_found", f"no shipment for order {order_id!r}")
     return json_response(shipment)

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, Final
 
 import msgspec
 
-from ..common.store import ServiceStore
+from actorbus.stores import MigrationStep, Store, Transaction
+
 from ..contracts import OrderLine
 
-__all__ = ("SHIPPING_SCHEMA", "ShipmentView", "ShippingStore")
+__all__ = ("SHIPPING_STEPS", "ShipmentView", "get_shipment", "schedule")
 
-SHIPPING_SCHEMA = """
-CREATE TABLE IF NOT EXISTS shipments (
-    order_id     TEXT PRIMARY KEY,
-    items        BLOB NOT NULL,
-    status       TEXT NOT NULL,
-    scheduled_at REAL NOT NULL
-);
-"""
+#: Shipping's tables (migration namespace ``shipping``): append steps, never edit one.
+SHIPPING_STEPS: Final[Sequence[MigrationStep]] = (
+    """
+    CREATE TABLE shipments (
+        order_id     TEXT PRIMARY KEY,
+        items        TEXT NOT NULL,               -- JSON [{"sku", "qty"}]
+        status       TEXT NOT NULL,
+        scheduled_at DOUBLE PRECISION NOT NULL
+    )
+    """,
+)
+
+_lines_decoder = msgspec.json.Decoder(tuple[OrderLine, ...])
 
 
 class ShipmentView(msgspec.Struct, rename="camel"):
@@ -34,33 +39,31 @@ class ShipmentView(msgspec.Struct, rename="camel"):
     scheduled_at: datetime
 
 
-class ShippingStore(ServiceStore):
-    """Shipments, recorded with the inbox row of the event that scheduled them."""
+async def schedule(tx: Transaction, order_id: str, items: Sequence[OrderLine]) -> bool:
+    """Schedule the shipment of ``order_id``; ``False`` if it already was."""
+    inserted = await tx.execute(
+        "INSERT INTO shipments (order_id, items, status, scheduled_at) "
+        "VALUES (?, ?, 'SCHEDULED', ?) ON CONFLICT (order_id) DO NOTHING",
+        order_id,
+        msgspec.json.encode(tuple(items)).decode(),
+        time.time(),
+    )
+    return inserted == 1
 
-    schema: ClassVar[str] = ServiceStore.schema + SHIPPING_SCHEMA
 
-    @staticmethod
-    def schedule(conn: sqlite3.Connection, order_id: str, items: Sequence[OrderLine]) -> bool:
-        """Schedule the shipment of ``order_id`` (in a transaction); ``False`` if it already was."""
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO shipments (order_id, items, status, scheduled_at) "
-            "VALUES (?, ?, 'SCHEDULED', ?)",
-            (order_id, msgspec.json.encode(tuple(items)), time.time()),
+async def get_shipment(store: Store, order_id: str) -> ShipmentView | None:
+    """Return the shipment of ``order_id``, or ``None``."""
+    async with store.transaction() as tx:
+        row = await tx.fetchone(
+            "SELECT order_id, items, status, scheduled_at FROM shipments WHERE order_id = ?",
+            order_id,
         )
-        return cursor.rowcount == 1
-
-    async def get(self, order_id: str) -> ShipmentView | None:
-        """Return the shipment of ``order_id``, or ``None``."""
-
-        def query(conn: sqlite3.Connection) -> ShipmentView | None:
-            row = conn.execute("SELECT * FROM shipments WHERE order_id = ?", (order_id,)).fetchone()
-            if row is None:
-                return None
-            return ShipmentView(
-                order_id=row["order_id"],
-                status=row["status"],
-                items=msgspec.json.decode(row["items"], type=tuple[OrderLine, ...]),
-                scheduled_at=datetime.fromtimestamp(row["scheduled_at"], UTC),
-            )
-
-        return await self.db.read(query)
+    if row is None:
+        return None
+    items: Any = row["items"]
+    return ShipmentView(
+        order_id=row["order_id"],
+        status=row["status"],
+        items=_lines_decoder.decode(items),
+        scheduled_at=datetime.fromtimestamp(row["scheduled_at"], UTC),
+    )

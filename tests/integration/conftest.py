@@ -1,28 +1,37 @@
 """Helpers for the reference system's end-to-end tests: run services, talk HTTP, await state.
 
-Nothing here sleeps for a fixed time: tests wait on the stores' change notifications
-(``ServiceStore.wait_until``) under ``anyio.fail_after``.
+The services keep their state in the App's store (SQLite in the test's directory), the
+orchestrator's saga instances included.
+Nothing here sleeps for a fixed time: waits re-check their condition on the memory broker's
+change notifications (a message queued or settled) under ``anyio.fail_after``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx
+import msgspec
 
-from actorbus import App, Service
-from services.common.store import ServiceStore
-from services.order.store import OrderStore
-
-S = TypeVar("S", bound=ServiceStore)
+from actorbus import App, Saga, Service
+from actorbus.brokers import Broker
+from actorbus.messages import Envelope
+from actorbus.stores import Row, Store
 
 #: Upper bound of any wait in these tests; they finish in milliseconds when things work.
 WAIT = 15.0
+
+# A backstop for the change notification (it can fire between a check and the wait).
+_RECHECK = 0.05
+
+
+def store_url(data_dir: Path) -> str:
+    """The store the tests give the App: one SQLite file in the data directory."""
+    return f"sqlite:///{(data_dir / 'store.sqlite3').as_posix()}"
 
 
 class System:
@@ -32,17 +41,51 @@ class System:
         self.app = app
         self.client = client
 
-    def store(self, service: str, store_type: type[S]) -> S:
-        """Return the store of ``service`` (checked against ``store_type``)."""
-        store = self.app.contexts[service].state["store"]
-        assert isinstance(store, store_type)
-        return store
-
     @property
-    def orders(self) -> OrderStore:
-        """The order store of whichever of Order / orchestrator runs."""
-        name = "order" if "order" in self.app.contexts else "orchestrator"
-        return self.store(name, OrderStore)
+    def app_store(self) -> Store:
+        """The App's store, where the services keep their tables."""
+        assert self.app.store is not None
+        return self.app.store
+
+    def saga(self, service: str = "orchestrator") -> Saga[Any]:
+        """The saga that ``service`` runs (the orchestrator's order saga by default)."""
+        (saga,) = self.app.contexts[service].service.sagas
+        return saga
+
+    async def query(self, sql: str, *args: object) -> list[Row]:
+        """Run a query on the App's store."""
+        async with self.app_store.transaction() as tx:
+            return await tx.fetchall(sql, *args)
+
+    async def outbox(self) -> list[Envelope]:
+        """The envelopes written to the App's outbox (sent or not), oldest first."""
+        rows = await self.query("SELECT envelope FROM actorbus_outbox ORDER BY id")
+        return [msgspec.msgpack.decode(bytes(row["envelope"]), type=Envelope) for row in rows]
+
+    async def unsent(self) -> int:
+        """How many outbox rows are not published yet."""
+        return await self.app_store.outbox.pending()
+
+    async def wait_until(self, check: Callable[[], Awaitable[bool]], timeout: float = WAIT) -> None:
+        """Return once ``check()`` is true, re-checking whenever the broker's state changes."""
+        changed: Callable[[], Awaitable[None]] | None = getattr(
+            self.app.broker, "wait_for_change", None
+        )
+        with anyio.fail_after(timeout):
+            while not await check():
+                with anyio.move_on_after(_RECHECK):
+                    if changed is not None:
+                        await changed()
+                    else:  # a network broker: nothing to wait on but time
+                        await anyio.sleep(_RECHECK)
+
+    async def wait_for_rows(self, sql: str, *args: object, count: int = 1) -> None:
+        """Wait until ``sql`` returns at least ``count`` rows from the App's store."""
+
+        async def check() -> bool:
+            return len(await self.query(sql, *args)) >= count
+
+        await self.wait_until(check)
 
     async def place(self, body: dict[str, Any], **headers: str) -> str:
         """``POST /orders``; assert ``202 PENDING``; return the order id."""
@@ -52,14 +95,18 @@ class System:
         assert payload["status"] in ("PENDING", "CONFIRMED", "REJECTED")
         return str(payload["orderId"])
 
-    async def settled(self, order_id: str) -> dict[str, Any]:
+    async def settled(self, order_id: str, timeout: float = WAIT) -> dict[str, Any]:
         """Wait until the order is CONFIRMED or REJECTED; return ``GET /orders/{id}``."""
-        with anyio.fail_after(WAIT):
-            await self.orders.wait_for_status(order_id)
-        response = await self.client.get(f"/orders/{order_id}")
-        assert response.status_code == 200
-        body: dict[str, Any] = response.json()
-        return body
+        found: dict[str, Any] = {}
+
+        async def check() -> bool:
+            response = await self.client.get(f"/orders/{order_id}")
+            assert response.status_code == 200, response.text
+            found.update(response.json())
+            return found["status"] in ("CONFIRMED", "REJECTED")
+
+        await self.wait_until(check, timeout)
+        return found
 
     async def stock(self, sku: str) -> int:
         """``GET /stock/{sku}``'s ``available``."""
@@ -75,24 +122,19 @@ class System:
 
 
 @contextlib.asynccontextmanager
-async def running(services: Sequence[Service], data_dir: Path) -> AsyncIterator[System]:
-    """Run ``services`` on a fresh memory broker with state under ``data_dir``."""
-    async with App(services, broker="memory://", data_dir=data_dir) as app:
+async def running(
+    services: Sequence[Service],
+    data_dir: Path,
+    *,
+    broker: str | Broker = "memory://",
+    store: str | None = None,
+) -> AsyncIterator[System]:
+    """Run ``services`` on a fresh memory broker with their store under ``data_dir``.
+
+    ``store`` replaces the SQLite file under ``data_dir`` (e.g. a PostgreSQL URL).
+    """
+    url = store_url(data_dir) if store is None else store
+    async with App(services, broker=broker, data_dir=data_dir, store=url) as app:
         transport = httpx.ASGITransport(app=app.asgi())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield System(app, client)
-
-
-async def query(store: ServiceStore, sql: str, *args: object) -> list[sqlite3.Row]:
-    """Run a read-only query on a service's database."""
-    return await store.db.read(lambda conn: conn.execute(sql, args).fetchall())
-
-
-async def wait_for_rows(store: ServiceStore, sql: str, *args: object, count: int = 1) -> None:
-    """Wait until ``sql`` returns at least ``count`` rows."""
-
-    async def check() -> bool:
-        return len(await query(store, sql, *args)) >= count
-
-    with anyio.fail_after(WAIT):
-        await store.wait_until(check)

@@ -11,14 +11,16 @@ import pytest
 from actorbus import App
 from services import services
 
-from .conftest import System
+from .conftest import System, store_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.amqp]
 
 
 @pytest.mark.parametrize("flow", ["choreography", "orchestration"])
 async def test_order_flow_on_rabbitmq(tmp_path: Path, amqp_url: str, flow: str) -> None:
-    async with App(services(flow), broker=amqp_url, data_dir=tmp_path) as app:
+    async with App(
+        services(flow), broker=amqp_url, data_dir=tmp_path, store=store_url(tmp_path)
+    ) as app:
         transport = httpx.ASGITransport(app=app.asgi())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             system = System(app, client)

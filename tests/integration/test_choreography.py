@@ -9,14 +9,12 @@ import anyio
 import pytest
 
 from actorbus import App, Event
+from actorbus.brokers.memory import MemoryBroker
 from services import services
 from services.contracts import OrderCreatedV2, OrderLine
-from services.inventory.store import InventoryStore
-from services.notification.store import NotificationStore
 from services.order import build as build_order
-from services.shipping.store import ShippingStore
 
-from .conftest import WAIT, query, running, wait_for_rows
+from .conftest import WAIT, running
 
 pytestmark = pytest.mark.anyio
 
@@ -31,13 +29,11 @@ async def test_single_line_order_is_confirmed_notified_and_shipped(tmp_path: Pat
         assert order["items"] == [{"sku": "ABC", "qty": 3}]
         assert order["customerId"] == "alice"
         assert await system.stock("ABC") == 97
-        notifications = system.store("notification", NotificationStore)
-        await wait_for_rows(
-            notifications, "SELECT 1 FROM notifications WHERE order_id = ?", order_id, count=2
+        await system.wait_for_rows(
+            "SELECT 1 FROM notifications WHERE order_id = ?", order_id, count=2
         )
         assert sorted(await system.notifications(order_id)) == ["order_received", "stock_reserved"]
-        shipping = system.store("shipping", ShippingStore)
-        await wait_for_rows(shipping, "SELECT 1 FROM shipments WHERE order_id = ?", order_id)
+        await system.wait_for_rows("SELECT 1 FROM shipments WHERE order_id = ?", order_id)
         response = await system.client.get(f"/shipments/{order_id}")
         assert response.json()["status"] == "SCHEDULED"
 
@@ -51,14 +47,12 @@ async def test_multi_line_order_is_published_as_v2_only(tmp_path: Path) -> None:
         assert (await system.settled(order_id))["status"] == "CONFIRMED"
         assert await system.stock("ABC") == 99
         assert await system.stock("XYZ") == 98
-        notifications = system.store("notification", NotificationStore)
-        await wait_for_rows(
-            notifications, "SELECT 1 FROM notifications WHERE order_id = ?", order_id
-        )
+        await system.wait_for_rows("SELECT 1 FROM notifications WHERE order_id = ?", order_id)
         # v1 cannot carry two lines, so Notification (still on v1) hears only stock.reserved.
         assert await system.notifications(order_id) == ["stock_reserved"]
-        rows = await query(system.orders, "SELECT message_type FROM outbox ORDER BY id")
-        assert [r["message_type"] for r in rows] == ["order.created.v2"]
+        # The App's one outbox holds every service's messages: Order's are order.created*.
+        published = [e.type for e in await system.outbox() if e.type.startswith("order.created")]
+        assert published == ["order.created.v2"]
 
 
 async def test_out_of_stock_order_is_rejected_and_changes_no_stock(tmp_path: Path) -> None:
@@ -100,14 +94,11 @@ async def test_two_hundred_concurrent_orders_never_oversell(tmp_path: Path) -> N
                 tg.start_soon(place)
 
         async def all_settled() -> bool:
-            rows = await query(system.orders, "SELECT 1 FROM orders WHERE status = 'PENDING'")
+            rows = await system.query("SELECT 1 FROM orders WHERE status = 'PENDING'")
             return not rows
 
-        with anyio.fail_after(WAIT * 2):
-            await system.orders.wait_until(all_settled)
-        rows = await query(
-            system.orders, "SELECT status, count(*) AS n FROM orders GROUP BY status"
-        )
+        await system.wait_until(all_settled, WAIT * 2)
+        rows = await system.query("SELECT status, count(*) AS n FROM orders GROUP BY status")
         counts = {r["status"]: r["n"] for r in rows}
         assert counts == {"CONFIRMED": 50, "REJECTED": 150}
         assert len(set(order_ids)) == 200
@@ -128,23 +119,20 @@ async def test_redelivered_event_has_no_second_effect_even_after_a_restart(
         )
 
     async with running(services("choreography"), tmp_path) as system:
-        inventory = system.store("inventory", InventoryStore)
         await publish_then_marker(system.app, "marker-1")
         await publish_then_marker(system.app, "marker-2")  # the same eventId again
-        await wait_for_rows(inventory, "SELECT 1 FROM reservations WHERE order_id = 'marker-2'")
+        await system.wait_for_rows("SELECT 1 FROM reservations WHERE order_id = 'marker-2'")
         assert await system.stock("ABC") == 96
         assert await system.stock("XYZ") == 98
 
-    # A new process: the framework's in-memory inbox is empty; the SQLite inbox is not.
+    # A new process: nothing in memory survives; the store's inbox does.
     async with running(services("choreography"), tmp_path) as system:
-        inventory = system.store("inventory", InventoryStore)
         await publish_then_marker(system.app, "marker-3")
-        await wait_for_rows(inventory, "SELECT 1 FROM reservations WHERE order_id = 'marker-3'")
+        await system.wait_for_rows("SELECT 1 FROM reservations WHERE order_id = 'marker-3'")
         assert await system.stock("ABC") == 96
-        rows = await query(
-            inventory, "SELECT count(*) AS n FROM outbox WHERE correlation_id = 'dup-1'"
-        )
-        assert rows[0]["n"] == 1  # stock.reserved was produced once, and published
+        produced = [e for e in await system.outbox() if e.correlation_id == "dup-1"]
+        assert [e.type for e in produced] == ["stock.reserved"]  # produced once
+        assert await system.unsent() == 0  # and published
 
 
 async def test_notification_tolerates_fields_it_does_not_know(tmp_path: Path) -> None:
@@ -158,20 +146,21 @@ async def test_notification_tolerates_fields_it_does_not_know(tmp_path: Path) ->
 
     async with running(services("choreography"), tmp_path) as system:
         await system.app.publish(OrderCreatedPlus(order_id="gift-1", sku="ABC", qty=1))
-        notifications = system.store("notification", NotificationStore)
-        await wait_for_rows(notifications, "SELECT 1 FROM notifications WHERE order_id = 'gift-1'")
+        await system.wait_for_rows("SELECT 1 FROM notifications WHERE order_id = 'gift-1'")
         assert await system.notifications("gift-1") == ["order_received"]
 
 
 async def test_an_accepted_order_survives_a_restart_before_its_events_were_published(
     tmp_path: Path,
 ) -> None:
-    # Order alone: nobody is bound to order.created yet, so the relay cannot publish.
-    async with running([build_order()], tmp_path) as system:
+    # Order alone, on a broker that refuses every publish: the relay cannot publish.
+    broker = MemoryBroker("memory://refusing")
+    broker.faults.fail_next_publishes(1_000_000)
+    async with running([build_order()], tmp_path, broker=broker) as system:
         order_id = await system.place({"sku": "ABC", "qty": 2})
-        rows = await query(system.orders, "SELECT status FROM outbox")
-        assert rows
-        assert all(r["status"] == "pending" for r in rows)
+        types = [e.type for e in await system.outbox()]
+        assert sorted(types) == ["order.created", "order.created.v2"]
+        assert await system.unsent() == 2
 
     async with running(services("choreography"), tmp_path) as system:
         assert (await system.settled(order_id))["status"] == "CONFIRMED"

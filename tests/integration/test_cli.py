@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -58,15 +60,23 @@ async def test_run_services_serves_orders_and_stops_cleanly(tmp_path: Path, flow
         "--http", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data"),
     ]  # fmt: skip
     stderr = _Lines()
+    stdout = _Lines()
     async with await anyio.open_process(command, cwd=REPO, env=env) as process:
         assert process.stderr is not None
+        assert process.stdout is not None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stderr.drain, process.stderr)
+                tg.start_soon(stdout.drain, process.stdout)
                 with anyio.fail_after(30):
                     await stderr.wait_for("actorbus_ready")
                     curl_line = await stderr.wait_for("front_door_ready")
+                    pasted = (await stdout.wait_for("curl ")).strip()
                 assert f"curl -s -X POST http://127.0.0.1:{port}/orders" in curl_line
+                # What a person pastes is a shell command whose body is JSON as written.
+                words = shlex.split(pasted)
+                assert words[:4] == ["curl", "-s", "-X", "POST"]
+                assert json.loads(words[words.index("-d") + 1])["sku"] == "ABC"
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                     response = await client.post("/orders", json={"sku": "ABC", "qty": 1})
                     assert response.status_code == 202

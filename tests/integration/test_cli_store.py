@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from actorbus.cli import main
+from actorbus.cli._options import resolve_store
 from actorbus.cli._parser import build_parser
 
 
@@ -35,8 +36,17 @@ def test_store_option_is_parsed(project: Path) -> None:
     assert args.store == "sqlite:///d/till.sqlite3"
 
 
-def test_without_store_there_is_none(project: Path) -> None:
-    assert build_parser().parse_args(["run", "till"]).store == ""
+def test_without_store_the_default_is_sqlite_under_the_data_dir(project: Path) -> None:
+    args = build_parser().parse_args(["run", "till", "--data-dir", "d"])
+    assert args.store == ""  # resolved once the data directory is known
+    assert resolve_store(args.store, Path(args.data_dir)) == "sqlite:///d/store.sqlite3"
+    assert resolve_store("", Path("/srv/data")) == "sqlite:////srv/data/store.sqlite3"
+
+
+def test_store_none_opts_out(project: Path) -> None:
+    assert resolve_store("none", Path("d")) is None
+    assert resolve_store("OFF", Path("d")) is None
+    assert resolve_store("postgresql://a@h/db", Path("d")) == "postgresql://a@h/db"
 
 
 def test_store_falls_back_to_the_environment(

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from actorbus import App
 from services import services
 from services.common.http import MAX_BODY_BYTES
 
-from .conftest import System, query, running
+from .conftest import System, running, store_url
 
 pytestmark = pytest.mark.anyio
 
 
 async def _orders(system: System) -> int:
-    rows = await query(system.orders, "SELECT count(*) AS n FROM orders")
+    rows = await system.query("SELECT count(*) AS n FROM orders")
     return int(rows[0]["n"])
 
 
 BAD_ORDERS: list[tuple[str, bytes, int, str, str]] = [
     # (case, body, status, error, text in detail)
     ("empty body", b"", 400, "empty_body", "empty"),
-    ("malformed json", b'{"sku": "ABC", "qty": ', 400, "malformed_json", "truncated"),
+    ("malformed json", b'{"sku": "ABC", "qty": ', 400, "malformed_json", "line 1 column 23"),
+    ("bad utf-8", b'{"sku": "\xff", "qty": 1}', 400, "malformed_json", "not UTF-8: byte 9"),
+    (
+        "duplicate key",
+        b'{"sku": "ABC", "qty": 1, "qty": 2}',
+        400,
+        "duplicate_key",
+        "'qty' appears twice",
+    ),
     ("not json", b"sku=ABC&qty=1", 400, "malformed_json", "JSON"),
     ("array", b"[1, 2]", 422, "invalid_body", "Expected `object`, got `array`"),
     ("qty as string", b'{"sku": "ABC", "qty": "1"}', 422, "invalid_body", "$.qty"),
@@ -215,3 +228,43 @@ async def test_notifications_query_is_checked(tmp_path: Path) -> None:
         assert response.status_code == 400
         empty = await system.client.get("/notifications", params={"orderId": "nope"})
         assert empty.json() == {"notifications": []}
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
+    """POST like a plain Python client: no ``Expect: 100-continue``, the whole body at once."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_a_5_mb_post_from_urllib_gets_the_413_json_not_a_reset(tmp_path: Path) -> None:
+    body = b'{"sku": "ABC", "qty": 1, "customerId": "' + b"c" * (5 * 1024 * 1024) + b'"}'
+    async with App(
+        services(),
+        broker="memory://",
+        data_dir=tmp_path,
+        store=store_url(tmp_path),
+        http="127.0.0.1:0",
+    ) as app:
+        assert app.http_address is not None
+        host, port = app.http_address
+        status, answer = await anyio.to_thread.run_sync(_post, f"http://{host}:{port}/orders", body)
+    assert status == 413
+    assert answer["error"] == "body_too_large"
+    assert "exceeds" in str(answer["detail"])
+
+
+async def test_put_stock_adds_a_new_sku_and_get_of_an_unknown_one_is_404(tmp_path: Path) -> None:
+    async with running(services(), tmp_path) as system:
+        unknown = await system.client.get("/stock/NEW-1")
+        put = await system.client.put("/stock/NEW-1", json={"available": 7})
+        after = await system.client.get("/stock/NEW-1")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]
+    assert put.status_code == 200
+    assert after.json() == {"sku": "NEW-1", "available": 7}

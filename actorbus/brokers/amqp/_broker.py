@@ -13,13 +13,14 @@ from pamqp.commands import Basic, Queue
 
 from ..._log import get_logger
 from ...exceptions import BrokerConnectionError, ConfigurationError
-from .._protocol import DeliveryCallback, OutboundMessage, QueueSpec, Topology
+from .._protocol import DeliveryCallback, OutboundMessage, QueueSpec, ReplyCallback, Topology
 from ._acker import ChannelAcker
 from ._connection import ConnectionManager, make_ssl_context, parse_amqp_url, reconnect_backoff
 from ._consumer import AmqpSubscription, Recovery
 from ._delivery import AmqpDelivery, QueueRoutes, make_delivery
 from ._errors import translate
 from ._publisher import Publisher
+from ._replies import AmqpReplyChannel
 from ._topology import declare_binding, declare_queue, declare_topology
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class AmqpBroker:
         # Per queue: its retry tiers, its DLQ and the publish, handed to deliveries.
         self._routes: dict[str, QueueRoutes] = {}
         self._subs: list[AmqpSubscription] = []
+        self._reply_channels: list[AmqpReplyChannel] = []
         self._manager: ConnectionManager | None = None
         self._recovery: Recovery | None = None
         self._publisher: Publisher = None  # type: ignore[assignment]  # set in __aenter__
@@ -216,6 +218,9 @@ class AmqpBroker:
         await self._publisher.drain(self._shutdown_timeout)
         for sub in subs:
             await sub.close()
+        channels, self._reply_channels = self._reply_channels, []
+        for channel in channels:
+            await channel.close()
         getter, self._getter = self._getter, None
         if getter is not None:
             await getter.aclose()
@@ -234,6 +239,8 @@ class AmqpBroker:
 
     def _on_lost(self) -> None:
         self._publisher.lost()
+        for channel in self._reply_channels:
+            channel.lost()
         self._admin = None
         getter, self._getter = self._getter, None
         if getter is not None:
@@ -381,6 +388,27 @@ class AmqpBroker:
         if self._closing or self._manager is None:
             self._require_open()
         await self._publisher.publish_batch(messages)
+
+    # ------------------------------------------------------------------ request/reply
+
+    async def open_reply_channel(self, on_reply: ReplyCallback) -> AmqpReplyChannel:
+        """Open a direct reply-to channel: requests published on it get their replies back.
+
+        See :mod:`._replies`: no queue is declared; replies are at most once.
+
+        Raises:
+            BrokerConnectionError: The broker is not open or not reachable.
+        """
+        manager = self._require_open()
+        channel = AmqpReplyChannel(
+            manager,
+            on_reply,
+            reconnect_timeout=self._reconnect_timeout,
+            max_message_size=self._max_message_size,
+        )
+        await channel.open()
+        self._reply_channels.append(channel)
+        return channel
 
     # ------------------------------------------------------------------ consuming
 

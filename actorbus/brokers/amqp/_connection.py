@@ -313,10 +313,22 @@ class ConnectionManager:
         for i in range(count):
             index = (self._next + i) % count
             endpoint = self._endpoints[index]
+            _log.info("amqp_connecting", url=endpoint.redacted, timeout=self._connect_timeout)
             try:
                 connection = await self._open(endpoint)
-            except (OSError, TimeoutError, aiormq.AMQPError) as exc:
-                errors.append(f"{endpoint.redacted}: {_describe(exc)}")
+            except TimeoutError:
+                reason = (
+                    f"no answer within {self._connect_timeout:g} s (TCP connect and AMQP "
+                    "handshake; a server that accepts the connection but does not speak AMQP "
+                    "0-9-1 looks like this); raise connect_timeout=… if the broker is slow"
+                )
+                errors.append(reason if count == 1 else f"{endpoint.redacted}: {reason}")
+                continue
+            except (OSError, aiormq.AMQPError) as exc:
+                # One address: the error already names it; several: say which one failed.
+                errors.append(
+                    _describe(exc) if count == 1 else f"{endpoint.redacted}: {_describe(exc)}"
+                )
                 continue
             self._next = index
             self.endpoint = endpoint

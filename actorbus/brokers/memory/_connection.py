@@ -10,6 +10,7 @@ the few callables it needs when the connection builds it.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -30,7 +31,15 @@ from ...exceptions import (
     UnroutableError,
 )
 from ...messages import OutboundMessage
-from .._protocol import Delivery, DeliveryCallback, Subscription, Topology
+from .._protocol import (
+    REPLY_ADDRESS_PREFIX,
+    Delivery,
+    DeliveryCallback,
+    ReplyCallback,
+    ReplyChannel,
+    Subscription,
+    Topology,
+)
 from .._url import redact, scheme_of
 from ._delivery import MemoryDelivery, MemorySubscription, Owner, Queue
 from ._faults import MemoryFaults
@@ -103,6 +112,7 @@ class MemoryBroker:
         self._subs: list[MemorySubscription] = []
         self._getter = Owner(self, math.inf)
         self._pending: dict[MemoryDelivery, None] = {}
+        self._reply_channels: list[MemoryReplyChannel] = []
         self.faults = MemoryFaults(
             self._server,
             dropped=self._is_dropped,
@@ -183,6 +193,8 @@ class MemoryBroker:
         self._pending.clear()
         for q in touched:
             q.dispatch()
+        for channel in list(self._reply_channels):
+            self._close_reply_channel(channel)
         tg, self._tg = self._tg, None
         if tg is not None:
             tg.cancel_scope.cancel()
@@ -391,6 +403,13 @@ class MemoryBroker:
             if target is not None:
                 target.put(MemoryDelivery(envelope, message.body, exchange, target))
                 return
+            if key.startswith(REPLY_ADDRESS_PREFIX):
+                # A reply (at most once, as RabbitMQ's direct reply-to): routed even when
+                # its requester has gone, which then never sees it.
+                on_reply = server.replies.get(key)
+                if on_reply is not None:
+                    on_reply(envelope, message.body)
+                return
         if message.mandatory:
             raise UnroutableError(exchange, key, envelope.message_id)
 
@@ -408,6 +427,30 @@ class MemoryBroker:
                 f"exchange {message.exchange!r}, routing key {envelope.routing_key!r}, "
                 f"message_id {envelope.message_id!r}",
             )
+
+    # ---------------------------------------------------------------- request/reply
+
+    async def open_reply_channel(self, on_reply: ReplyCallback) -> ReplyChannel:
+        """Open a reply channel: an address on this server whose replies go to ``on_reply``.
+
+        Like RabbitMQ's direct reply-to: no queue, no acks, at most once. The address lives
+        until the channel or this connection closes.
+
+        Raises:
+            BrokerConnectionError: Not entered, or the connection was dropped.
+        """
+        await checkpoint()
+        self._check_connected()
+        address = f"{REPLY_ADDRESS_PREFIX}.{uuid.uuid4().hex}"
+        self._server.replies[address] = on_reply
+        channel = MemoryReplyChannel(self, address)
+        self._reply_channels.append(channel)
+        return channel
+
+    def _close_reply_channel(self, channel: MemoryReplyChannel) -> None:
+        self._server.replies.pop(channel.address, None)
+        if channel in self._reply_channels:
+            self._reply_channels.remove(channel)
 
     # ------------------------------------------------------------------- consuming
 
@@ -487,3 +530,24 @@ class MemoryBroker:
         q.ready.clear()
         _log.info("queue_purged", queue=queue, count=count)
         return count
+
+
+class MemoryReplyChannel:
+    """A reply address on a memory server (see :meth:`MemoryBroker.open_reply_channel`)."""
+
+    __slots__ = ("_broker", "address")
+
+    def __init__(self, broker: MemoryBroker, address: str) -> None:
+        self._broker = broker
+        self.address = address
+
+    def __repr__(self) -> str:
+        return f"<MemoryReplyChannel {self.address!r}>"
+
+    async def publish(self, message: OutboundMessage) -> None:
+        """Publish a request through the connection (see :meth:`MemoryBroker.publish`)."""
+        await self._broker.publish(message)
+
+    async def close(self) -> None:
+        """Forget the address: later replies to it are dropped."""
+        self._broker._close_reply_channel(self)

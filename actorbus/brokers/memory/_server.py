@@ -13,7 +13,14 @@ from dataclasses import fields
 import anyio
 
 from ...exceptions import ExchangeNotFoundError, QueueNotFoundError, TopologyError
-from .._protocol import DEFAULT_EXCHANGE, Binding, ExchangeSpec, QueueSpec, Topology
+from .._protocol import (
+    DEFAULT_EXCHANGE,
+    Binding,
+    ExchangeSpec,
+    QueueSpec,
+    ReplyCallback,
+    Topology,
+)
 from .._routing import Router
 from ._delivery import MemoryDelivery, derive
 from ._queue import MemoryQueue
@@ -31,6 +38,7 @@ class MemoryServer:
         "exchanges",
         "name",
         "queues",
+        "replies",
         "routers",
     )
 
@@ -40,6 +48,8 @@ class MemoryServer:
         self.routers: dict[str, Router[MemoryQueue]] = {}
         self.queues: dict[str, MemoryQueue] = {}
         self.duplicates = 0
+        # Open reply channels by address (request/reply; see MemoryBroker.open_reply_channel).
+        self.replies: dict[str, ReplyCallback] = {}
         # Set when a message is queued or settled, and only while someone waits for that
         # (MemoryBroker.wait_for_change): otherwise the hot path pays one attribute check.
         self.changed: anyio.Event | None = None

@@ -405,3 +405,32 @@ async def test_a_v2_handler_reads_v1_through_an_upcaster(
         "test.order.placed",
         "test.order.placed.v2",
     }
+
+
+def test_a_handler_of_the_wrong_shape_is_refused_at_registration() -> None:
+    from actorbus import Event, Service
+    from actorbus.exceptions import ConfigurationError
+
+    class Pinged(Event, routing_key="pinged.shape"):
+        n: int
+
+    service = Service("shapes")
+
+    def sync_handler(event: Pinged, ctx: HandlerContext) -> None:
+        pass  # pragma: no cover
+
+    async def one_argument(event: Pinged) -> None:
+        pass  # pragma: no cover
+
+    async def fine(event: Pinged, ctx: HandlerContext) -> None:
+        pass  # pragma: no cover
+
+    with pytest.raises(
+        ConfigurationError,
+        match=r"sync_handler of .*Pinged in service 'shapes' must be an 'async def'",
+    ):
+        service.add_handler(Pinged, sync_handler)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"must accept two positional arguments"):
+        service.add_handler(Pinged, one_argument)  # type: ignore[arg-type]
+    service.add_handler(Pinged, fine)
+    assert service.subscriptions["pinged.shape"].handler is fine

@@ -279,7 +279,10 @@ async def test_tracing_off_carries_no_headers(tmp_path: Path) -> None:
 
 async def _reference(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, RecordingBroker]]:
     recorder = RecordingBroker(MemoryBroker(f"memory://{uuid.uuid4().hex}"))
-    async with App(services("choreography"), broker=recorder, data_dir=tmp_path) as app:
+    store = f"sqlite:///{(tmp_path / 'store.sqlite3').as_posix()}"  # the services are durable
+    async with App(
+        services("choreography"), broker=recorder, data_dir=tmp_path, store=store
+    ) as app:
         transport = httpx.ASGITransport(app=app.asgi())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client, recorder

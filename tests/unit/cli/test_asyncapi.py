@@ -111,7 +111,7 @@ def test_both_versions_of_order_created(target: str, capsys: pytest.CaptureFixtu
     v2_schema = _resolve(document, v2["payload"]["$ref"])
     assert v1_schema["x-routing-key"] == "order.created"
     assert v2_schema["x-schema-version"] == 2
-    # camelCase on the wire, exactly as DESIGN.md §4 says.
+    # camelCase on the wire, exactly as docs/contract.md says.
     assert set(v1_schema["properties"]) == {
         "eventId",
         "orderId",
@@ -342,3 +342,54 @@ def test_the_parser_rejects_broken_documents(node: str, tmp_path: Path) -> None:
         assert any(
             line.startswith(prefix + "error: ") and expected in line for line in out.splitlines()
         ), out
+
+
+EVENTS = ("order.created", "order.created.v2", "stock.reserved", "stock.rejected")
+
+
+@pytest.mark.parametrize("flow", ["choreography", "orchestration"])
+def test_events_are_sent_without_mandatory_commands_with_it(flow: str) -> None:
+    from services import services as reference
+
+    document = build_asyncapi(reference(flow))
+    mandatory: dict[str, bool] = {}
+    for op in document["operations"].values():
+        if op["action"] == "send":
+            wire = op["title"].split(" sends ", 1)[1]
+            mandatory[wire] = op["bindings"]["amqp"]["mandatory"]
+    events = {wire: m for wire, m in mandatory.items() if wire in EVENTS}
+    commands = {wire: m for wire, m in mandatory.items() if wire not in EVENTS}
+    assert all(m is False for m in events.values()), events
+    assert all(m is True for m in commands.values()), commands
+    if flow == "choreography":
+        assert "order.created.v2" in events
+    else:
+        assert commands, "the orchestrator sends commands"
+
+
+def test_the_broker_is_the_documents_server_without_credentials() -> None:
+    document = build_asyncapi(shop_services(), server="amqps://app:s3cret@mq.example:5671/orders")
+    assert document["servers"] == {
+        "broker": {
+            "host": "mq.example:5671",
+            "protocol": "amqps",
+            "protocolVersion": "0.9.1",
+            "pathname": "/orders",
+            "description": "The broker the services declare their exchanges and queues on.",
+        }
+    }
+    assert "s3cret" not in json.dumps(document)
+    assert "servers" not in build_asyncapi(shop_services(), server=None)
+
+
+def test_graph_and_asyncapi_refuse_services_with_the_same_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from actorbus.describe import render_graph
+    from actorbus.exceptions import ConfigurationError
+
+    twice = [*shop_services(), *shop_services()]
+    with pytest.raises(ConfigurationError, match="service names must be unique; repeated"):
+        build_asyncapi(twice)
+    with pytest.raises(ConfigurationError, match="service names must be unique; repeated"):
+        render_graph(twice)

@@ -14,6 +14,8 @@ import actorbus
 from actorbus.cli import main
 from actorbus.cli._imports import TargetError, resolve_services
 
+REPO = Path(actorbus.__file__).resolve().parents[1]
+
 
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
@@ -155,3 +157,13 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"actorbus {actorbus.__version__}"
+
+
+def test_services_outside_the_repository_says_where_the_reference_system_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != REPO])
+    monkeypatch.delitem(sys.modules, "services", raising=False)
+    with pytest.raises(TargetError, match=r"module 'services' not found in .*repository"):
+        resolve_services("services")

@@ -69,7 +69,7 @@ async def test_runs_until_signal_then_exits_0(tmp_path: Path, signum: signal.Sig
                 if event["event"] == "actorbus_ready":
                     break
         assert event["services"] == ["smoke"]
-        assert event["broker"] == "memory://"
+        assert event["broker"] == f"sqlite:///{tmp_path / 'data' / 'broker.sqlite3'}"
         url = event["http"]
         assert url.startswith("http://127.0.0.1:")
         async with httpx.AsyncClient() as client:
