@@ -27,6 +27,7 @@ async def console_app(
     svcs = services.services("choreography")
     options.setdefault("admin_token", TOKEN)
     options.setdefault("system_model", ConsoleModel(svcs))
+    options.setdefault("store", f"sqlite:///{(data_dir / 'store.sqlite3').as_posix()}")
     async with App(svcs, broker=broker, data_dir=data_dir, http=http, **options) as app:
         yield app
 
