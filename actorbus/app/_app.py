@@ -25,8 +25,8 @@ from ..brokers import (
 )
 from ..exceptions import ConfigurationError
 from ..messages import Command, JsonCodec, Message, MessageRegistry
-from ..observe import Tracer, build_tracer, metrics_address, parse_address
-from ..runtime import ActorRef, ActorSystem, ChildSpec, SupervisorSpec
+from ..observe import Console, Tracer, build_tracer, metrics_address, parse_address
+from ..runtime import ActorRef, ActorSystem, ChildSpec, SupervisorRef, SupervisorSpec
 from ..stores import Store, open_store, run_pruner
 from ._context import DEFAULT_REQUEST_TIMEOUT, ServiceContext
 from ._durable import DurablePipeline, Settler, StoreHealth
@@ -40,7 +40,7 @@ from ._service import Service
 if TYPE_CHECKING:
     from typing import Self
 
-    from ..observe import AppMetrics, CollectorRegistry
+    from ..observe import AppMetrics, CollectorRegistry, SystemModel
 
 __all__ = ("App",)
 
@@ -94,10 +94,19 @@ class App:
             payload's ``eventId``), the handler's SQL (``ctx.tx``) and what it publishes
             commit together; an outbox relay publishes after the COMMIT; a pruner trims old
             inbox and outbox rows; readiness includes the store. ``None``: no store.
+        console: Serve the operator console at ``/ui`` on the front door (or on the metrics
+            port when there is no front door): live graph, queues, actors, dead letters,
+            logs. Costs nothing until a page is open.
+        admin_token: Enables the console's state-changing actions (replay and purge dead
+            letters) for requests that send it; ``None``: those actions are off.
+        system_model: What the console shows of the system's static description (graph,
+            AsyncAPI, schema check): an :class:`actorbus.describe.ConsoleModel` of the
+            services; ``None`` shows the live parts only.
 
     Attributes:
         metrics: The App's :class:`~actorbus.app._metrics.AppMetrics` (its ``registry`` is
             what ``/metrics`` serves), or ``None`` when metrics are off.
+        console: The operator console (``None`` with ``console=False``).
         http_address: The address the front door listens on, once started.
         metrics_address: The address of the metrics port, once started.
     """
@@ -119,6 +128,9 @@ class App:
         exchange: str | None = None,
         command_exchange: str | None = None,
         store: str | Store | None = None,
+        console: bool = True,
+        admin_token: str | None = None,
+        system_model: SystemModel | None = None,
     ) -> None:
         self.services: tuple[Service, ...] = tuple(services)
         names = [s.name for s in self.services]
@@ -175,6 +187,10 @@ class App:
         self._running = False
         self._http = parse_address(http) if http is not None else None
         self.http_address: tuple[str, int] | None = None
+        self._supervisors: dict[str, SupervisorRef] = {}
+        self.console: Console | None = (
+            Console(_ConsoleView(self), system_model, admin_token=admin_token) if console else None
+        )
 
     def __repr__(self) -> str:
         return f"App(services={[s.name for s in self.services]}, broker={self.broker.url!r})"
@@ -419,6 +435,7 @@ class App:
                 ],
             )
             supervisor = await system.start(spec)
+            self._supervisors[service.name] = supervisor
             refs = [supervisor.child(name) for name in names]
             if metrics is not None:
                 metrics.watch(service.name, supervisor, refs)
@@ -434,11 +451,25 @@ class App:
         from ._front_door import build_asgi
 
         host, port = address
-        server = HttpServer(build_asgi(self), host, port)
+        server = HttpServer(self._with_console(build_asgi(self), serving=True), host, port)
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.push_async_callback(server.stop)
+        if self.console is not None:  # before the server stops: it waits for open streams
+            stack.callback(self.console.close)
         await tg.start(server.run)
         self.http_address = server.address
+
+    def _with_console(self, asgi: Any, *, serving: bool = False) -> Any:
+        """Return ``asgi`` with the console mounted at ``/ui`` (unless it is off).
+
+        ``serving``: our own server is about to serve it (in the event loop), so the console
+        gets ready to end its event streams when that server stops.
+        """
+        if self.console is None:
+            return asgi
+        if serving:
+            self.console.open()
+        return self.console.wrap(asgi)
 
     async def _start_metrics_server(
         self, stack: contextlib.AsyncExitStack, address: tuple[str, int]
@@ -449,9 +480,13 @@ class App:
             raise ConfigurationError("metrics_port needs metrics")
         host, port = address
         asgi = metrics_asgi(self.metrics.registry)
+        if self._http is None:  # no front door: the console is served here instead
+            asgi = self._with_console(asgi, serving=True)
         server = HttpServer(asgi, host, port, what="metrics", option="--metrics")
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.push_async_callback(server.stop)
+        if self.console is not None and self._http is None:
+            stack.callback(self.console.close)
         await tg.start(server.run)
         self.metrics_address = server.address
 
@@ -459,7 +494,7 @@ class App:
         """Return the ASGI app of the HTTP front door, to mount in your own ASGI server."""
         from ._front_door import build_asgi  # the http extra: only when asked for
 
-        return build_asgi(self)
+        return self._with_console(build_asgi(self))
 
     async def _stop_consuming(self) -> None:
         """Stop intake, then let the actors finish what they hold (bounded by the timeout)."""
@@ -470,6 +505,7 @@ class App:
                     await sub.cancel()
             if self._system is not None:
                 await self._system.stop(timeout=self._drain_timeout)
+            self._supervisors.clear()
 
     async def _run_shutdown_hooks(self, service: Service) -> None:
         ctx = self.contexts[service.name]
@@ -573,6 +609,39 @@ class App:
     async def serve_forever(self) -> None:
         """Wait until cancelled (e.g. by a signal) or until a supervisor gives up."""
         await anyio.sleep_forever()
+
+
+class _ConsoleView:
+    """What the console reads of an App (:class:`~actorbus.observe.ConsoleHost`)."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    @property
+    def broker(self) -> Broker:
+        return self._app.broker
+
+    @property
+    def is_ready(self) -> bool:
+        return self._app.is_ready
+
+    @property
+    def queues(self) -> dict[str, str]:
+        return {s.name: s.queue.name for s in self._app.services if s.subscriptions}
+
+    @property
+    def supervisors(self) -> dict[str, SupervisorRef]:
+        return self._app._supervisors
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return self._app._subscriptions
+
+    @property
+    def metrics(self) -> AppMetrics | None:
+        return self._app.metrics
 
 
 async def _close(stack: contextlib.AsyncExitStack, exc: BaseException | None) -> None:

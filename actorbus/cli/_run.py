@@ -14,6 +14,7 @@ import anyio
 from .._log import get_logger
 from ..app import App, Service
 from ..brokers import redact
+from ..describe import ConsoleModel
 from ..exceptions import (
     BrokerConnectionError,
     ConfigurationError,
@@ -71,6 +72,14 @@ def add_run_command(sub: Any) -> None:
         "needs the metrics extra)",
     )
     parser.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        default=env("ACTORBUS_ADMIN_TOKEN", ""),
+        help="enables the console's replay and purge of dead letters (/ui) for requests "
+        "that send it as 'Authorization: Bearer TOKEN' (env ACTORBUS_ADMIN_TOKEN; default: "
+        "none, those actions are off)",
+    )
+    parser.add_argument(
         "--data-dir",
         metavar="DIR",
         default=env("ACTORBUS_DATA_DIR", DEFAULT_DATA_DIR),
@@ -103,6 +112,8 @@ def run_command(args: argparse.Namespace) -> int:
             metrics_port=metrics_port,
             drain_timeout=args.drain_timeout,
             store=resolve_store(args.store, data_dir),
+            admin_token=args.admin_token or None,
+            system_model=ConsoleModel(services),
         )
     except ConfigurationError as exc:
         _log.error("invalid_usage", error=str(exc))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._asyncapi import AMQP_BINDING_VERSION as AMQP_BINDING_VERSION
 from ._asyncapi import ASYNCAPI_VERSION as ASYNCAPI_VERSION
 from ._asyncapi import build_asyncapi as build_asyncapi
+from ._console import ConsoleModel as ConsoleModel
 from ._graph import GraphFormat as GraphFormat
 from ._graph import render_dot as render_dot
 from ._graph import render_graph as render_graph
@@ -39,6 +40,7 @@ __all__ = (
     "AMQP_BINDING_VERSION",
     "ASYNCAPI_VERSION",
     "SNAPSHOT_FORMAT",
+    "ConsoleModel",
     "GraphFormat",
     "MessageInfo",
     "MessageKind",

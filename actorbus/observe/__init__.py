@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._address import metrics_address as metrics_address
 from ._address import parse_address as parse_address
+from ._console import Console as Console
+from ._console import ConsoleHost as ConsoleHost
+from ._console import SystemModel as SystemModel
+from ._logbuffer import LogBuffer as LogBuffer
 from ._tracing import CURRENT_TRACE as CURRENT_TRACE
 from ._tracing import LOG_TRACE_ID as LOG_TRACE_ID
 from ._tracing import TRACEPARENT as TRACEPARENT
@@ -78,13 +82,17 @@ __all__ = (
     "TRACESTATE",
     "AppMetrics",
     "CollectorRegistry",
+    "Console",
+    "ConsoleHost",
     "Histogram",
     "HttpServer",
+    "LogBuffer",
     "MeasuredPublisher",
     "OtelTracer",
     "PublishMetrics",
     "QueueMetrics",
     "Span",
+    "SystemModel",
     "TraceContext",
     "Tracer",
     "TypeMetrics",

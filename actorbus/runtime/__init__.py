@@ -10,6 +10,7 @@ from ._spec import ChildSpec as ChildSpec
 from ._spec import Restart as Restart
 from ._spec import RestartStrategy as RestartStrategy
 from ._spec import SupervisorSpec as SupervisorSpec
+from ._supervisor import ChildStatus as ChildStatus
 from ._supervisor import SupervisorRef as SupervisorRef
 from ._system import ActorSystem as ActorSystem
 
@@ -22,6 +23,7 @@ __all__ = (
     "ActorSystem",
     "Backoff",
     "ChildSpec",
+    "ChildStatus",
     "MailboxStatistics",
     "Restart",
     "RestartStrategy",

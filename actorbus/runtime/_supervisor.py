@@ -11,8 +11,10 @@ from __future__ import annotations
 import enum
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -31,9 +33,33 @@ from actorbus.exceptions import (
 from ._actor import ActorRef, _Ask, _Cell, _Failure, _Readiness, _refuse, _Run, run_actor
 from ._spec import ChildSpec, Restart, RestartStrategy, SupervisorSpec
 
-__all__ = ("SupervisorRef",)
+__all__ = ("ChildStatus", "SupervisorRef")
 
 _log = get_logger("actorbus.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStatus:
+    """What an operator sees of one child of a supervisor (see :meth:`SupervisorRef.status`).
+
+    Attributes:
+        name: The child's name.
+        kind: ``actor`` or ``supervisor``.
+        state: ``running``, ``starting`` (between restarts, or ``on_start`` not finished) or
+            ``stopped`` (for good).
+        restarts: How often it was restarted since the supervisor started.
+        last_error: ``repr`` of the error of its last failure, or ``None``.
+        started_at: Wall-clock time (``time.time()``) its current run started, or ``None``.
+        children: A nested supervisor's own children (empty for an actor).
+    """
+
+    name: str
+    kind: str
+    state: str
+    restarts: int
+    last_error: str | None
+    started_at: float | None
+    children: tuple[ChildStatus, ...] = ()
 
 
 class SupervisorRef:
@@ -61,6 +87,10 @@ class SupervisorRef:
     def restarts(self) -> dict[str, int]:
         """How often each child was restarted since the supervisor was started (for metrics)."""
         return {child.name: child.restarts for child in self._sup.children}
+
+    def status(self) -> tuple[ChildStatus, ...]:
+        """Return a snapshot of every child: state, restarts, last error, start time."""
+        return tuple(_status(child) for child in self._sup.children)
 
     def child(self, name: str) -> ActorRef:
         """Return the reference of the actor child ``name``; it stays valid across restarts.
@@ -132,13 +162,24 @@ class _Ready:
 class _Child:
     """A supervisor's record of one child: its spec and the thing that survives restarts."""
 
-    __slots__ = ("cell", "name", "restart_times", "restarts", "spec", "sup")
+    __slots__ = (
+        "cell",
+        "last_error",
+        "name",
+        "restart_times",
+        "restarts",
+        "spec",
+        "started_at",
+        "sup",
+    )
 
     def __init__(self, spec: ChildSpec | SupervisorSpec, parent: _Supervisor) -> None:
         self.spec = spec
         self.name = spec.name
         self.restart_times: deque[float] = deque()
         self.restarts = 0  # ever, for metrics; restart_times only holds the window
+        self.last_error: str | None = None  # for the console; set once per failure
+        self.started_at: float | None = None
         self.cell: _Cell | None = None
         self.sup: _Supervisor | None = None
         if isinstance(spec, ChildSpec):
@@ -351,6 +392,7 @@ class _Supervisor:
             raise RuntimeError(f"supervisor {self.name!r} is not running")
         run = _Run()
         child.incarnation = run
+        child.started_at = time.time()
         if child.sup is not None:
             child.sup.prepare()
         await tg.start(self._child_main, child, run)
@@ -399,6 +441,8 @@ class _Supervisor:
         if child.incarnation is not run or run.expected:
             return  # a run we stopped on purpose, or an old one
         child.incarnation = None
+        if failure is not None:
+            child.last_error = repr(failure.error)[:500]
         if failure is not None and child.cell is not None:
             _log.warning(
                 "actor_failed",
@@ -513,6 +557,26 @@ class _Supervisor:
             child.retire()
             if child.incarnation is run:
                 child.incarnation = None
+
+
+def _status(child: _Child) -> ChildStatus:
+    run = child.incarnation
+    if child.terminating and run is None:
+        state = "stopped"
+    elif run is not None and run.running:
+        state = "running"
+    else:
+        state = "starting"
+    nested = () if child.sup is None else tuple(_status(c) for c in child.sup.children)
+    return ChildStatus(
+        child.name,
+        "actor" if child.cell is not None else "supervisor",
+        state,
+        child.restarts,
+        child.last_error,
+        child.started_at,
+        nested,
+    )
 
 
 def _factory_of(child: _Child) -> Callable[[], Any]:
