@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.crash("codec", "-", exc)
 
     need_amqp = not args.no_amqp and run.wanted(
-        "amqp", "peers", "flow", "saga", "request", "embedded"
+        "amqp", "peers", "store", "flow", "saga", "request", "embedded"
     )
     how = "not used"
     with contextlib.ExitStack() as stack:

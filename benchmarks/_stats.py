@@ -10,7 +10,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
+
 __all__ = (
+    "Arrivals",
     "CaseResult",
     "Progress",
     "Sample",
@@ -258,3 +261,36 @@ def interleaved_sync(
             )
         )
     return series
+
+
+class Arrivals:
+    """Counts what one round produced: how many arrived, the first and the last arrival.
+
+    ``hit()`` is called once per arrival (from a handler or a raw consumer callback); the
+    round is done when ``expected`` arrived. The sample is ``expected - 1`` messages over
+    first → last arrival, so start-up and the first message's latency are not counted.
+    """
+
+    __slots__ = ("count", "done", "expected", "first", "last")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.done = anyio.Event()
+
+    def hit(self) -> None:
+        now = time.perf_counter()
+        if not self.count:
+            self.first = now
+        self.count += 1
+        if self.count == self.expected:
+            self.last = now
+            self.done.set()
+
+    async def wait(self, timeout: float = 120.0) -> Sample:
+        """Wait until every expected message arrived; return the round's sample."""
+        with anyio.fail_after(timeout):
+            await self.done.wait()
+        return Sample(self.expected - 1, self.last - self.first)

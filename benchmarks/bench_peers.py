@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from ._common import PlainOrderCreated, make_plain
+from ._stats import Arrivals
 
 __all__ = ("consume_variants", "publish_variants")
 
@@ -30,33 +31,6 @@ Variant = Callable[[int], Awaitable[Any]]
 
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
-
-
-class _Counter:
-    __slots__ = ("count", "done", "expected", "first", "last")
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.first = 0.0
-        self.last = 0.0
-        self.done = asyncio.Event()
-
-    def hit(self) -> None:
-        now = _now()
-        if not self.count:
-            self.first = now
-        self.count += 1
-        if self.count == self.expected:
-            self.last = now
-            self.done.set()
-
-    async def sample(self) -> Any:
-        from ._stats import Sample
-
-        async with asyncio.timeout(_TIMEOUT):
-            await self.done.wait()
-        return Sample(self.expected - 1, self.last - self.first)
 
 
 def consume_variants(url: str, queue: str, prefetch: int) -> dict[str, Variant]:
@@ -90,7 +64,7 @@ _encode = msgspec.json.Encoder().encode
 async def _aio_pika_consume(url: str, queue: str, prefetch: int, n: int) -> Any:
     import aio_pika
 
-    counter = _Counter(n)
+    counter = Arrivals(n)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
@@ -103,7 +77,7 @@ async def _aio_pika_consume(url: str, queue: str, prefetch: int, n: int) -> Any:
                 counter.hit()
 
         tag = await q.consume(on_message)
-        sample = await counter.sample()
+        sample = await counter.wait(_TIMEOUT)
         await q.cancel(tag)
     return sample
 
@@ -168,7 +142,7 @@ async def _faststream_consume(url: str, queue: str, prefetch: int, n: int) -> An
     from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 
     model = _model()
-    counter = _Counter(n)
+    counter = Arrivals(n)
     broker = RabbitBroker(url, logger=None, log_level=logging.ERROR)
 
     @broker.subscriber(RabbitQueue(queue, declare=False), channel=Channel(prefetch_count=prefetch))
@@ -177,7 +151,7 @@ async def _faststream_consume(url: str, queue: str, prefetch: int, n: int) -> An
 
     await broker.start()
     try:
-        return await counter.sample()
+        return await counter.wait(_TIMEOUT)
     finally:
         await broker.stop()
 

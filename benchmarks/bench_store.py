@@ -39,12 +39,11 @@ from pamqp.commands import Basic
 from actorbus import App, HandlerContext, Service
 
 from ._common import Settings
-from ._stats import CaseResult, Sample, Series, interleaved
+from ._stats import Arrivals, CaseResult, Sample, Series, interleaved
 
 __all__ = ("run",)
 
 _now = time.perf_counter
-_ROUND_TIMEOUT = 120.0
 _CONCURRENCY = 32
 _EXCHANGE = "orders.topic"
 _QUEUE = "inventory.queue"
@@ -85,31 +84,6 @@ _decode_order_id = msgspec.json.Decoder(_OrderId).decode
 
 def _sqlite_url(directory: str, name: str) -> str:
     return f"sqlite:///{(Path(directory) / name).as_posix()}"
-
-
-class _Arrivals:
-    """Counts what a round produced; first and last arrival."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.first = 0.0
-        self.last = 0.0
-        self.done = asyncio.Event()
-
-    def hit(self) -> None:
-        now = _now()
-        if not self.count:
-            self.first = now
-        self.count += 1
-        if self.count == self.expected:
-            self.last = now
-            self.done.set()
-
-    async def wait(self) -> Sample:
-        async with asyncio.timeout(_ROUND_TIMEOUT):
-            await self.done.wait()
-        return Sample(self.expected - 1, self.last - self.first)
 
 
 @contextlib.asynccontextmanager
@@ -284,7 +258,7 @@ class _Probe:
 
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self.channel = channel
-        self.arrivals = _Arrivals(0)
+        self.arrivals = Arrivals(0)
 
     async def start(self) -> None:
         await self.channel.queue_declare(_PROBE_Q, auto_delete=True)
@@ -387,13 +361,13 @@ async def _inbox(
 
         async def durable_round(n: int) -> Sample:
             await _preload(admin, n, settings.confirm_window)
-            probe.arrivals = arrivals = _Arrivals(n)
+            probe.arrivals = arrivals = Arrivals(n)
             async with App([inventory.build()], broker=url, data_dir=data_dir, store=store):
                 return await arrivals.wait()
 
         async def raw_round(n: int) -> Sample:
             await _preload(admin, n, settings.confirm_window)
-            probe.arrivals = arrivals = _Arrivals(n)
+            probe.arrivals = arrivals = Arrivals(n)
             channel = await connection.channel()
             await channel.confirm_delivery()
             relay = _RawRelay(channel)
@@ -434,7 +408,7 @@ async def _flow(
 ) -> CaseResult:
     services = _services()
     contracts = services.contracts
-    arrivals = _Arrivals(0)
+    arrivals = Arrivals(0)
     order_ids: set[str] = set()
     probe = Service("benchprobe", exchange=contracts.EXCHANGE, durable=False)
 
@@ -466,7 +440,7 @@ async def _flow(
                     contracts.OrderCreatedV2(order_id=order_id, customer_id="c-1", items=(line,))
                 )
                 messages.append(contracts.OrderCreated(order_id=order_id, sku=line.sku, qty=1))
-            arrivals = state = _Arrivals(n)
+            arrivals = state = Arrivals(n)
             start = _now()
             for lo in range(0, len(messages), 100):
                 await asyncio.gather(*[app.publish(m) for m in messages[lo : lo + 100]])
