@@ -9,9 +9,9 @@ whose delay ran out, rows of a relay that died holding a lease).
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
-import socket
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .._backoff import Backoff
+from .._host import host_key, owner_alive, process_started
 from .._log import get_logger
 from ..brokers import DEFAULT_EXCHANGE, OutboundMessage
 from ..exceptions import StoreError, StoreUnavailableError
@@ -27,14 +28,31 @@ if TYPE_CHECKING:
     from ..stores import Store
     from ._durable import StoreHealth
 
-__all__ = ("OutboxRelay", "relay_owner")
+__all__ = ("OutboxRelay", "owner_dead", "relay_owner")
 
 _log = get_logger("actorbus.app")
 
 
 def relay_owner() -> str:
-    """Return a name for this process's relay: ``host:pid:random`` (recorded on claimed rows)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """Return a name for this process's relay, recorded on the rows it claims.
+
+    ``host/boot-id|pid|start-time|random``: a relay on the same host can tell that the owner
+    died (:func:`owner_dead`) and free its rows at once rather than after the lease.
+    """
+    started = process_started(os.getpid()) or ""
+    return f"{host_key()}|{os.getpid()}|{started}|{secrets.token_hex(3)}"
+
+
+def owner_dead(owner: str) -> bool:
+    """Return whether the relay named ``owner`` is known dead (on this host, its process gone).
+
+    ``False`` when it cannot be told: another host, or a name not made by :func:`relay_owner`
+    (its rows are claimed again when their lease runs out).
+    """
+    parts = owner.split("|")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    return owner_alive(parts[0], int(parts[1]), parts[2]) is False
 
 
 class OutboxRelay:
@@ -51,8 +69,11 @@ class OutboxRelay:
         owner: The name claimed rows are leased to; :func:`relay_owner` by default.
         limit: Rows per claim (one pipelined batch of publishes).
         lease: Seconds a claim holds its rows: a relay that dies holding them loses nothing,
-            another (or this one, restarted) claims them once the lease runs out.
+            another (or this one, restarted) claims them once the lease runs out, or at once
+            when it runs on the same host and sees that the owner's process is gone (checked
+            at start and every ``reclaim_every`` seconds).
         poll: Seconds between claims when nothing wakes the relay (the backstop).
+        reclaim_every: Seconds between checks for dead owners' leases.
     """
 
     def __init__(
@@ -66,6 +87,7 @@ class OutboxRelay:
         limit: int = 256,
         lease: float = 30.0,
         poll: float = 1.0,
+        reclaim_every: float = 5.0,
         backoff: Backoff | None = None,
     ) -> None:
         self._store = store
@@ -76,6 +98,8 @@ class OutboxRelay:
         self._limit = limit
         self._lease = lease
         self._poll = poll
+        self._reclaim_every = reclaim_every
+        self._reclaimed_at = -math.inf
         self._backoff = backoff or Backoff(initial=0.2, factor=2.0, maximum=30.0, jitter=0.1)
         self._failures = 0
         self._stopping = False
@@ -94,6 +118,7 @@ class OutboxRelay:
         try:
             while not self._stopping:
                 try:
+                    await self._reclaim_dead()
                     await self.pump()
                 except StoreUnavailableError as exc:
                     self._health.failed(exc, "relay")
@@ -134,6 +159,18 @@ class OutboxRelay:
             with anyio.move_on_after(timeout):
                 await self._stopped.wait()
             await self.flush(max(0.0, timeout - (anyio.current_time() - start)))
+
+    async def _reclaim_dead(self) -> None:
+        """Free the rows leased to relays that died on this host (at most every few seconds)."""
+        now = anyio.current_time()
+        if now - self._reclaimed_at < self._reclaim_every:
+            return
+        self._reclaimed_at = now
+        outbox = self._store.outbox
+        for owner in await outbox.leases():
+            if owner != self.owner and owner_dead(owner):
+                freed = await outbox.expire(owner)
+                _log.warning("outbox_lease_reclaimed", owner=owner, rows=freed)
 
     async def pump(self) -> int:
         """Publish claimable rows until none is left or a publish fails; return how many.

@@ -482,6 +482,28 @@ class _Relay:
             ids,
         )
 
+    async def leases(self, *, now: float | None = None) -> dict[str, int]:
+        at = time.time() if now is None else now
+
+        async def leases(tx: _Tx) -> list[Row]:
+            return await tx.fetchall(
+                "SELECT owner, COUNT(*) FROM actorbus_outbox WHERE sent_at IS NULL "
+                "AND lease_until > ? GROUP BY owner",
+                at,
+            )
+
+        return {row[0]: int(row[1]) for row in await self._store.run(leases)}
+
+    async def expire(self, owner: str) -> int:
+        async def expire(tx: _Tx) -> list[Row]:
+            return await tx.fetchall(
+                "UPDATE actorbus_outbox SET owner = NULL, lease_until = NULL "
+                "WHERE owner = ? AND sent_at IS NULL RETURNING id",
+                owner,
+            )
+
+        return len(await self._store.run(expire))
+
     async def wait(self, timeout: float | None = None) -> bool:
         store = self._store
         if not store._outbox_flag:

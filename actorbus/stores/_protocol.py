@@ -249,6 +249,21 @@ class OutboxRelay(Protocol):
         """
         ...
 
+    async def leases(self, *, now: float | None = None) -> dict[str, int]:
+        """Return the owners holding unexpired leases on unsent rows, with their row counts.
+
+        A relay checks them for owners that died on its own host (:meth:`expire`), so that
+        their rows go out at once instead of after the lease.
+        """
+        ...
+
+    async def expire(self, owner: str) -> int:
+        """End ``owner``'s leases now (it is known dead); return how many rows were freed.
+
+        The rows become claimable at once; nothing else about them changes.
+        """
+        ...
+
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until a transaction of *this process* that added outbox rows has committed.
 

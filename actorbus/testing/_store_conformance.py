@@ -399,6 +399,24 @@ class StoreConformance:
             (again,) = await store.outbox.claim("other", lease=30, now=now + 31)
             assert (again.id, again.attempts) == (row.id, 2)
 
+    async def test_outbox_leases_name_their_owners_and_expire_frees_them(self) -> None:
+        async with self.open_store() as store:
+            async with store.transaction() as tx:
+                for i in range(3):
+                    await tx.outbox.add("x", _envelope(i), str(i).encode())
+            now = time.time()
+            assert await store.outbox.leases(now=now) == {}
+            await store.outbox.claim("dead", limit=2, lease=30, now=now)
+            await store.outbox.claim("alive", limit=1, lease=30, now=now)
+            assert await store.outbox.leases(now=now) == {"dead": 2, "alive": 1}
+            assert await store.outbox.leases(now=now + 31) == {}  # expired leases hold nothing
+            assert await store.outbox.expire("dead") == 2
+            assert await store.outbox.leases(now=now) == {"alive": 1}
+            freed = await store.outbox.claim("new", lease=30, now=now)
+            assert [r.body for r in freed] == [b"0", b"1"]
+            assert [r.attempts for r in freed] == [2, 2]
+            assert await store.outbox.expire("nobody") == 0
+
     async def test_outbox_release_retries_later(self) -> None:
         async with self.open_store() as store:
             async with store.transaction() as tx:

@@ -267,7 +267,8 @@ class MixedOrders:
         """Settle every order, then check stock and notifications; return what was seen.
 
         The default ``settle_timeout`` outlasts the outbox relay's 30 s lease: rows a killed
-        relay had claimed are published again only when their lease runs out.
+        relay had claimed are published again when a relay on this host sees its process gone
+        (within seconds), or, failing that, when their lease runs out.
         """
         outcome = Outcome(accepted=len(self.orders))
         status = await self.settle(settle_timeout)

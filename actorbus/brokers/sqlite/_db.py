@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
+from ..._host import host_key, owner_alive, process_started
 from ..._log import get_logger
 from ...exceptions import (
     BrokerError,
@@ -49,7 +48,7 @@ from .._protocol import DEFAULT_EXCHANGE, ExchangeSpec, QueueSpec, Topology, nea
 from .._routing import Router
 from ._options import SqliteOptions, storage_error
 
-__all__ = ("Database", "Op", "Outcome", "Row", "encode_hook", "host_key", "process_started")
+__all__ = ("Database", "Op", "Outcome", "Row", "encode_hook")
 
 _log = get_logger("actorbus.brokers", broker="sqlite")
 
@@ -128,40 +127,6 @@ class Outcome:
     def __init__(self, ready: set[str], peers: list[int]) -> None:
         self.ready = ready
         self.peers = peers
-
-
-def host_key() -> str:
-    """Return this host's identity: name and boot id (a pid means nothing after a reboot)."""
-    boot = ""
-    with contextlib.suppress(OSError):
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    return f"{socket.gethostname()}/{boot}"
-
-
-def process_started(pid: int) -> str | None:
-    """Return the start time of process ``pid`` ("" if unknown), or ``None`` if it is gone.
-
-    A zombie (killed, not yet reaped) counts as gone. The start time tells a reused pid
-    from the process that registered.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        stat = ""
-    if stat:
-        after = stat.rpartition(")")[2].split()
-        if after and after[0] in ("Z", "X"):
-            return None
-        return after[19] if len(after) > 19 else ""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return ""
 
 
 class Database:
@@ -659,12 +624,8 @@ class Database:
         for owner, pid, host, started, expires in db.execute(
             "SELECT id, pid, host, started, expires FROM owners WHERE id != ?", (self.owner,)
         ).fetchall():
-            if expires < now:
+            if expires < now or owner_alive(host, pid, started) is False:
                 dead.append(owner)
-            elif host == self._host:
-                alive = process_started(pid)
-                if alive is None or (started and alive and alive != started):
-                    dead.append(owner)
         for owner in dead:
             rows = db.execute(
                 "UPDATE messages SET owner = NULL, redelivered = 1, attempt = attempt + 1, "

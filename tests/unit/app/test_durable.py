@@ -6,6 +6,7 @@ again on PostgreSQL (a throwaway cluster; marked ``postgres``).
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,10 @@ import msgspec
 import pytest
 
 from actorbus import Event, HandlerContext, RetryPolicy, Service
+from actorbus._host import host_key
 from actorbus.app import App, ServiceContext
 from actorbus.app._durable import message_identity
+from actorbus.app._relay import owner_dead, relay_owner
 from actorbus.brokers import XH_ERROR_MESSAGE, XH_REASON
 from actorbus.exceptions import ConfigurationError
 from actorbus.messages import Envelope, OutboundMessage
@@ -404,3 +407,36 @@ async def test_postgres_going_away_delays_deliveries_and_loses_none(own_cluster:
         assert await balance(store, "b") == 5
         assert len(await bus.wait_for(Deposited, count=6)) == 6
         assert own_cluster.password not in str(store.url)
+
+
+async def test_a_relay_frees_at_once_the_rows_of_a_relay_that_died_on_this_host(
+    tmp_path: Path,
+) -> None:
+    """A killed relay's claimed rows go out when the next relay starts, not after the lease."""
+    proc = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    dead_pid = int(proc.stdout)  # exited and reaped: its pid names no process (or another one)
+    dead_owner = f"{host_key()}|{dead_pid}|1|abcdef"
+    assert owner_dead(dead_owner)
+    assert not owner_dead(relay_owner())  # this process
+    assert not owner_dead("other-host/boot|1|1|abcdef")  # cannot be told: wait for the lease
+    assert not owner_dead("host:1:abcdef")  # a name of the old shape
+
+    url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    bank = Bank()
+    async with open_store(url) as store:
+        async with store.transaction() as tx:
+            event = Deposited(account="a", total=3)
+            body = msgspec.json.encode(event)
+            envelope = Envelope(
+                routing_key="durable.deposited",
+                message_id=event.message_id,
+                type="durable.deposited",
+            )
+            await tx.outbox.add(EXCHANGE, envelope, body)
+        assert len(await store.outbox.claim(dead_owner, lease=3600)) == 1
+    async with ServiceHarness([bank.service], store=url) as bus:
+        with anyio.fail_after(10):
+            [published] = await bus.wait_for(Deposited)
+        assert published.message_id == event.message_id
+        assert bus.app.store is not None
+        assert await bus.app.store.outbox.pending() == 0
