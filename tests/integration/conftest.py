@@ -9,18 +9,21 @@ change notifications (a message queued or settled) under ``anyio.fail_after``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import msgspec
+import pytest
 
 from actorbus import App, Saga, Service
 from actorbus.brokers import Broker
 from actorbus.messages import Envelope
 from actorbus.stores import Row, Store
+from tests.stores._postgres_fixture import postgres_url as postgres_url
 
 #: Upper bound of any wait in these tests; they finish in milliseconds when things work.
 WAIT = 15.0
@@ -32,6 +35,29 @@ _RECHECK = 0.05
 def store_url(data_dir: Path) -> str:
     """The store the tests give the App: one SQLite file in the data directory."""
     return f"sqlite:///{(data_dir / 'store.sqlite3').as_posix()}"
+
+
+#: The store ``running`` gives an App when the test names none; ``store_matrix`` sets it.
+_default_store: Callable[[Path], str] = store_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_matrix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once per store: SQLite in its directory, then its own PostgreSQL schema.
+
+    A module opts in with ``pytest.mark.usefixtures("store_matrix")``; ``running`` then uses
+    the store of the current parameter when the test passes none.
+    """
+    global _default_store
+    if request.param == "postgresql":
+        base = request.getfixturevalue("postgres_url")
+        separator = "&" if "?" in base else "?"
+        schema = f"it_{uuid.uuid4().hex[:10]}"
+        _default_store = lambda _data_dir: f"{base}{separator}schema={schema}"  # noqa: E731
+    try:
+        yield str(request.param)
+    finally:
+        _default_store = store_url
 
 
 class System:
@@ -133,7 +159,7 @@ async def running(
 
     ``store`` replaces the SQLite file under ``data_dir`` (e.g. a PostgreSQL URL).
     """
-    url = store_url(data_dir) if store is None else store
+    url = _default_store(data_dir) if store is None else store
     async with App(services, broker=broker, data_dir=data_dir, store=url) as app:
         transport = httpx.ASGITransport(app=app.asgi())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -16,7 +16,7 @@ from services.order import build as build_order
 
 from .conftest import WAIT, running
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("store_matrix")]
 
 
 async def test_single_line_order_is_confirmed_notified_and_shipped(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from services.common.http import MAX_BODY_BYTES
 
 from .conftest import System, running, store_url
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("store_matrix")]
 
 
 async def _orders(system: System) -> int:

@@ -12,7 +12,7 @@ from services.contracts import EXCHANGE, ChargePayment, RefundPayment, RefundPay
 
 from .conftest import running
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("store_matrix")]
 
 
 async def test_saga_confirms_an_order(tmp_path: Path) -> None:
