@@ -654,6 +654,11 @@ class BatchingStore(abc.ABC):
                 for unit in self._queue:
                     unit.fail_early(StoreClosedError(f"store {self.url}"))
                 self._queue.clear()
+                # Batches already under way finish (their units' bodies have run or are
+                # leaving): cancelling them would fail units that are done, for nothing.
+                with anyio.move_on_after(5):
+                    while self._busy_lanes:
+                        await self._idle.wait()
             if task_group is not None:
                 # Exited outside the shield: a task group must be left from its own scope.
                 task_group.cancel_scope.cancel()

@@ -10,6 +10,7 @@ from anyio.lowlevel import checkpoint
 
 from actorbus.stores import open_store
 from actorbus.stores.sqlite import _SqliteConnection
+from actorbus.testing import capture_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -64,3 +65,25 @@ async def test_a_unit_cancelled_while_the_lane_sets_its_savepoint_does_not_hang_
                 values = [row[0] for row in await tx.fetchall("SELECT x FROM t ORDER BY x")]
     assert not b_ran
     assert values == [1, 3]
+
+
+async def test_leaving_the_store_with_a_units_error_lets_its_batch_finish(tmp_path: Path) -> None:
+    """The error of a transaction body that ends the store's block fails that unit only.
+
+    The batch it was part of finishes (rolled back to its savepoint, then committed) instead
+    of being cancelled under the units that were done, and no batch failure is reported.
+    """
+    url = f"sqlite:///{tmp_path}/store.sqlite3"
+
+    async def fail_inside_the_store() -> None:
+        async with open_store(url) as store:
+            await store.migrate("t", ["CREATE TABLE t (x INTEGER NOT NULL)"])
+            async with store.transaction() as tx:
+                await tx.execute("INSERT INTO t VALUES (1)")
+                raise TypeError("boom")
+
+    with capture_logs() as logs, pytest.raises(TypeError, match="boom"):
+        await fail_inside_the_store()
+    assert [e for e in logs if e["event"] == "store_batch_failed"] == []
+    async with open_store(url) as store:
+        assert await store.run(lambda tx: tx.fetchval("SELECT COUNT(*) FROM t")) == 0
