@@ -99,6 +99,9 @@ class App:
             logs. Costs nothing until a page is open.
         admin_token: Enables the console's state-changing actions (replay and purge dead
             letters) for requests that send it; ``None``: those actions are off.
+        console_allowed_hosts: Names the console may also be reached by, for a console behind
+            a reverse proxy (``"ops.example.com"`` or ``"ops.example.com:8443"``); by default
+            only the address the server listens on is accepted as ``Host`` and ``Origin``.
         system_model: What the console shows of the system's static description (graph,
             AsyncAPI, schema check): an :class:`actorbus.describe.ConsoleModel` of the
             services; ``None`` shows the live parts only.
@@ -131,6 +134,7 @@ class App:
         console: bool = True,
         admin_token: str | None = None,
         system_model: SystemModel | None = None,
+        console_allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.services: tuple[Service, ...] = tuple(services)
         names = [s.name for s in self.services]
@@ -189,7 +193,14 @@ class App:
         self.http_address: tuple[str, int] | None = None
         self._supervisors: dict[str, SupervisorRef] = {}
         self.console: Console | None = (
-            Console(_ConsoleView(self), system_model, admin_token=admin_token) if console else None
+            Console(
+                _ConsoleView(self),
+                system_model,
+                admin_token=admin_token,
+                allowed_hosts=console_allowed_hosts,
+            )
+            if console
+            else None
         )
 
     def __repr__(self) -> str:

@@ -4,12 +4,15 @@ Used for a service when its App has a store (``Service(durable=None)``, the defa
 decided once, at start-up: the in-memory path of :mod:`._pipeline` is not touched. Per
 delivery (docs/concepts.md; "at-least-once, then idempotent"):
 
-1. **Identity**: the payload's top-level ``eventId``, else the transport ``message_id``; with
-   neither, the delivery is dead-lettered (``no-identity``) and its handler never runs. The
-   decoded message cannot tell (the Event base fills a missing ``eventId`` with a fresh uuid4),
-   so the body is read once more by :data:`_IDENTITY`, a one-field msgspec decoder that skips
-   everything else: ~0.45 µs for a 312-byte event, next to ~1.5 µs for its typed decode
-   (measured with timeit on the development machine; not paid on the in-memory path).
+1. **Identity**: the payload's top-level ``eventId``. Decoding already refused a payload
+   without one (a ``DecodeError`` at ``$.eventId``, dead-lettered as ``decode-error`` like
+   on the in-memory path: identity is never invented, and a transport ``message_id`` does
+   not stand in for it). The key is read from the body by :data:`_IDENTITY`, a one-field
+   msgspec decoder that skips everything else (~0.45 µs for a 312-byte event, next to
+   ~1.5 µs for its typed decode, measured with timeit on the development machine; not paid
+   on the in-memory path), not from the decoded message, which an upcaster rebuilt. A
+   codec that does not read JSON leaves only the transport ``message_id``; with neither,
+   the delivery is dead-lettered (``no-identity``) and its handler never runs.
 2. ``async with store.transaction(wait=False) as tx``: ``tx.inbox.claim(queue, key)``; a
    duplicate runs nothing. Otherwise the handler runs with ``ctx.tx``; what it publishes is
    written to ``tx.outbox`` in the same unit. A handler error rolls back this unit alone.

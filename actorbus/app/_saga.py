@@ -48,7 +48,7 @@ import msgspec
 from .._clock import Clock, SystemClock
 from .._log import get_logger
 from ..exceptions import ConfigurationError, SagaError, SagaNotFoundError, StoreConflictError
-from ..messages import Command, Message
+from ..messages import FILLED_ON_CONSTRUCTION, Command, Message
 from ._context import HandlerContext, ServiceContext, ServiceTransaction
 from ._request import wait_for
 from ._service import Service
@@ -186,7 +186,12 @@ def _build(spec: Any, state: Any, reason: str) -> Command:
 
 def _check_buildable(saga: str, command: type[Command], state: type[msgspec.Struct]) -> None:
     have = {f.name for f in msgspec.structs.fields(state)} | {"reason"}
-    missing = [f.name for f in msgspec.structs.fields(command) if f.required and f.name not in have]
+    # eventId and occurredAt are required on the wire, but constructing fills them.
+    missing = [
+        f.name
+        for f in msgspec.structs.fields(command)
+        if f.required and f.name not in have and f.name not in FILLED_ON_CONSTRUCTION
+    ]
     if missing:
         raise ConfigurationError(
             f"saga {saga!r}: {command.__qualname__} needs {missing}, which "

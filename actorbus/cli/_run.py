@@ -80,6 +80,15 @@ def add_run_command(sub: Any) -> None:
         "none, those actions are off)",
     )
     parser.add_argument(
+        "--console-allowed-host",
+        metavar="NAME[:PORT]",
+        action="append",
+        default=None,
+        help="a name the console (/ui) may also be reached by, for a console behind a reverse "
+        "proxy (repeatable; env ACTORBUS_CONSOLE_ALLOWED_HOSTS, comma-separated; default: only "
+        "the address the server listens on)",
+    )
+    parser.add_argument(
         "--data-dir",
         metavar="DIR",
         default=env("ACTORBUS_DATA_DIR", DEFAULT_DATA_DIR),
@@ -114,6 +123,7 @@ def run_command(args: argparse.Namespace) -> int:
             store=resolve_store(args.store, data_dir),
             admin_token=args.admin_token or None,
             system_model=ConsoleModel(services),
+            console_allowed_hosts=_allowed_hosts(args.console_allowed_host),
         )
     except ConfigurationError as exc:
         _log.error("invalid_usage", error=str(exc))
@@ -125,6 +135,13 @@ def run_command(args: argparse.Namespace) -> int:
         return anyio.run(_serve, app, services, backend="asyncio", backend_options=backend_options)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return EXIT_FAILED
+
+
+def _allowed_hosts(given: list[str] | None) -> list[str]:
+    """The console's allowed hosts: the flags if any, else ``ACTORBUS_CONSOLE_ALLOWED_HOSTS``."""
+    if given is None:
+        given = env("ACTORBUS_CONSOLE_ALLOWED_HOSTS", "").split(",")
+    return [name.strip() for value in given for name in value.split(",") if name.strip()]
 
 
 async def _serve(app: App, services: list[Service]) -> int:

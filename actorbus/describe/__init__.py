@@ -16,6 +16,7 @@ from ._asyncapi import ASYNCAPI_VERSION as ASYNCAPI_VERSION
 from ._asyncapi import build_asyncapi as build_asyncapi
 from ._console import ConsoleModel as ConsoleModel
 from ._graph import GraphFormat as GraphFormat
+from ._graph import graph_data as graph_data
 from ._graph import render_dot as render_dot
 from ._graph import render_graph as render_graph
 from ._graph import render_mermaid as render_mermaid
@@ -54,6 +55,7 @@ __all__ = (
     "compare_snapshots",
     "describe_system",
     "dump_snapshot",
+    "graph_data",
     "load_snapshot",
     "message_schema",
     "message_types",

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..app import Service
 from ._asyncapi import build_asyncapi
-from ._graph import system_graph
+from ._graph import graph_data
 from ._model import describe_system
 from ._schema import SnapshotError, build_snapshot, compare_snapshots, load_snapshot, message_types
 
@@ -52,24 +52,12 @@ class ConsoleModel:
         self._schema: tuple[float, dict[str, Any]] | None = None
 
     def graph(self) -> dict[str, Any]:
-        """Return the system graph: nodes (services, exchanges, queues) and labelled edges."""
+        """Return the system graph: nodes (services, exchanges, queues, sagas) and edges.
+
+        See :func:`actorbus.describe.graph_data` for the shape.
+        """
         if self._graph is None:
-            graph = system_graph(describe_system(self.services))
-            self._graph = {
-                "nodes": [
-                    {"id": n.id, "kind": n.kind, "name": n.name, "label": n.label}
-                    for n in graph.nodes
-                ],
-                "edges": [
-                    {
-                        "source": e.source.id,
-                        "target": e.target.id,
-                        "label": e.label,
-                        "dashed": e.dashed,
-                    }
-                    for e in graph.edges
-                ],
-            }
+            self._graph = graph_data(describe_system(self.services))
         return self._graph
 
     def asyncapi(self) -> dict[str, Any]:

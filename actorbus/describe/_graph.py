@@ -24,6 +24,7 @@ from ._model import SystemDescription, describe_system
 
 __all__ = (
     "GraphFormat",
+    "graph_data",
     "render_dot",
     "render_graph",
     "render_mermaid",
@@ -87,6 +88,11 @@ def step_label(index: int, step: dict[str, Any]) -> str:
         if step["compensationAwaits"]:
             text += f" → {' | '.join(step['compensationAwaits'])}"
     return text
+
+
+def saga_id(service: str, saga: str) -> str:
+    """Return an id of a saga safe in Mermaid, DOT and the console (``saga_orchestrator_order``)."""
+    return f"saga_{_UNSAFE.sub('_', service)}_{_UNSAFE.sub('_', saga)}"
 
 
 def saga_steps(services: Iterable[Service]) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
@@ -155,6 +161,52 @@ def system_graph(services: Iterable[Service] | SystemDescription) -> Graph:
     return Graph(tuple(ordered), tuple(edges.values()), saga_steps(system.services))
 
 
+def graph_data(services: Iterable[Service] | SystemDescription) -> dict[str, Any]:
+    """Return the graph of ``services`` as the console's JSON (``GET /ui/api/model``).
+
+    ``nodes`` are ``{id, kind, name, label}`` (kind ``service``, ``exchange``, ``queue``),
+    then one ``saga`` node per saga, which also carries its ``service`` and its ``steps`` (in
+    order: ``{step, sends, awaits, awaitsEvent, compensate, compensationAwaits, timeout,
+    attempts, label}``, ``label`` as in the Mermaid picture). ``edges`` are ``{source,
+    target, label, dashed}``; a saga's edge runs from the service that runs it to the saga
+    node, dashed and unlabelled (the commands it sends are the service's own edges).
+    """
+    system = services if isinstance(services, SystemDescription) else describe_system(services)
+    graph = system_graph(system)
+    nodes: list[dict[str, Any]] = [
+        {"id": n.id, "kind": n.kind, "name": n.name, "label": n.label} for n in graph.nodes
+    ]
+    edges: list[dict[str, Any]] = [
+        {"source": e.source.id, "target": e.target.id, "label": e.label, "dashed": e.dashed}
+        for e in graph.edges
+    ]
+    for service in system.services:
+        for saga in service.sagas:
+            sid = saga_id(service.name, saga.name)
+            steps = [
+                {**step, "label": step_label(i, step)} for i, step in enumerate(saga.describe(), 1)
+            ]
+            nodes.append(
+                {
+                    "id": sid,
+                    "kind": "saga",
+                    "name": saga.name,
+                    "label": f"saga {saga.name} ({service.name})",
+                    "service": service.name,
+                    "steps": steps,
+                }
+            )
+            edges.append(
+                {
+                    "source": Node("service", service.name, service.name).id,
+                    "target": sid,
+                    "label": "",
+                    "dashed": True,
+                }
+            )
+    return {"nodes": nodes, "edges": edges}
+
+
 _MERMAID_SHAPES: dict[NodeKind, tuple[str, str]] = {
     "service": ("([", "])"),
     "exchange": ("{{", "}}"),
@@ -178,7 +230,7 @@ def render_mermaid(graph: Graph) -> str:
         label = f"|{_mermaid_text(e.label)}|" if e.label else ""
         lines.append(f"    {e.source.id} {arrow}{label} {e.target.id}")
     for service, saga, steps in graph.sagas:
-        sid = f"saga_{_UNSAFE.sub('_', service)}_{_UNSAFE.sub('_', saga)}"
+        sid = saga_id(service, saga)
         lines.append(f"    subgraph {sid}[{_mermaid_text(f'saga {saga} ({service})')}]")
         lines.append("        direction TB")
         for i, label in enumerate(steps, 1):
@@ -228,7 +280,7 @@ def render_dot(graph: Graph) -> str:
         suffix = f" [{', '.join(attrs)}]" if attrs else ""
         lines.append(f"    {e.source.id} -> {e.target.id}{suffix};")
     for service, saga, steps in graph.sagas:
-        sid = f"saga_{_UNSAFE.sub('_', service)}_{_UNSAFE.sub('_', saga)}"
+        sid = saga_id(service, saga)
         lines.append(f"    subgraph cluster_{sid} {{")
         lines.append(f"        label={_dot_text(f'saga {saga} ({service})')};")
         for i, label in enumerate(steps, 1):

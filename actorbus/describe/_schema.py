@@ -21,7 +21,9 @@ Compatible: a new optional field (a default), a new version (on a new routing ke
 ``schemaVersion`` of an existing one), a new message type; documentation changes; a message's
 own ``schemaVersion`` going from "an integer, by default V" to "V" (snapshots written before
 actorbus typed it ``Literal[version]``: its writers always sent V, and its readers already
-refused any other version).
+refused any other version); a message's own ``eventId`` or ``occurredAt`` becoming required
+(snapshots written before actorbus stopped inventing them on decode: every actorbus writer
+always sent both, and the contract always required them).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ _SNAPSHOT_COMMENT = (
 
 # The envelope field every message carries (see actorbus.messages.Message).
 _VERSION_FIELD = "schemaVersion"
+# The envelope fields that decoding once filled in when missing and now requires.
+_NEVER_INVENTED = frozenset({"eventId", "occurredAt"})
 
 # Keywords that document a schema without constraining the data.
 _ANNOTATIONS = frozenset(
@@ -372,7 +376,15 @@ class _Differ:
             field = _join(path, name)
             if (name in old_required) != (name in new_required):
                 became = "required" if name in new_required else "optional"
-                self.add(True, field, f"field {field!r} became {became}")
+                if not path and name in _NEVER_INVENTED and became == "required":
+                    self.add(
+                        False,
+                        field,
+                        f"field {field!r} became required on decode (it is never invented; "
+                        "every writer sent it)",
+                    )
+                else:
+                    self.add(True, field, f"field {field!r} became {became}")
             if not path and name == _VERSION_FIELD:
                 version = _states_its_version(old_field, new_props[name])
                 if version is not None:

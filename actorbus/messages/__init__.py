@@ -21,6 +21,7 @@ Only :mod:`msgspec`, the standard library and :mod:`actorbus.exceptions` are imp
 
 from __future__ import annotations
 
+from ._base import FILLED_ON_CONSTRUCTION as FILLED_ON_CONSTRUCTION
 from ._base import ROUTING_KEY_PATTERN as ROUTING_KEY_PATTERN
 from ._base import Command as Command
 from ._base import Event as Event
@@ -45,6 +46,7 @@ __all__ = (
     "DecodeFunction",
     "Envelope",
     "Event",
+    "FILLED_ON_CONSTRUCTION",
     "JsonCodec",
     "Message",
     "OutboundMessage",

@@ -9,12 +9,16 @@ keywords::
         qty: int
 
 Every message carries the envelope fields ``eventId`` (UUID), ``occurredAt`` (RFC 3339, UTC)
-and ``schemaVersion`` (int), filled automatically. A concrete type's ``schemaVersion`` is its
-class's version, typed ``Literal[version]``: a payload that omits it is taken as that version,
-and one that states another is not of that type (msgspec rejects it at ``$.schemaVersion``).
-Field names are snake_case in Python and camelCase on the wire. Messages are frozen msgspec
-Structs: freezing costs nothing when encoding or decoding (it only guards ``__setattr__``),
-and a message that cannot change after it was published is one less thing to reason about.
+and ``schemaVersion`` (int). Constructing a message fills ``eventId`` (a new uuid4) and
+``occurredAt`` (now) when they are not given; decoding never does: identity is never
+invented, so a payload without ``eventId`` or ``occurredAt`` does not decode (a
+:class:`~actorbus.exceptions.DecodeError` at ``$.eventId`` / ``$.occurredAt``). A concrete
+type's ``schemaVersion`` is its class's version, typed ``Literal[version]``: a payload that
+omits it is taken as that version, and one that states another is not of that type (msgspec
+rejects it at ``$.schemaVersion``). Field names are snake_case in Python and camelCase on
+the wire. Messages are frozen msgspec Structs: freezing costs nothing when encoding or
+decoding (it only guards ``__setattr__``), and a message that cannot change after it was
+published is one less thing to reason about.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import functools
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, dataclass_transform
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, dataclass_transform
 
 import msgspec
 
@@ -32,6 +36,7 @@ from ..exceptions import ConfigurationError
 __all__ = (
     "Command",
     "Event",
+    "FILLED_ON_CONSTRUCTION",
     "Message",
     "MessageMeta",
     "ROUTING_KEY_PATTERN",
@@ -44,6 +49,12 @@ __all__ = (
 #: ``inventory.reserve-stock``). ``*`` and ``#`` are binding wildcards, never part of a name.
 ROUTING_KEY_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)*")
 
+#: The envelope fields that constructing a message fills when they are omitted (a new uuid4,
+#: now) and that decoding requires. msgspec reports them as required
+#: (``msgspec.structs.fields(T)[i].required``); code that asks which fields a constructor
+#: needs leaves these out.
+FILLED_ON_CONSTRUCTION: Final = frozenset({"event_id", "occurred_at"})
+
 # AMQP short strings (routing keys, the `type` property) hold at most 255 bytes.
 _MAX_ROUTING_KEY = 255
 
@@ -53,7 +64,10 @@ _MAX_ROUTING_KEY = 255
 _STRUCT_OPTIONS = frozenset({"omit_defaults", "gc", "cache_hash", "weakref", "repr_omit_defaults"})
 
 _utcnow = functools.partial(datetime.now, UTC)
+_uuid4 = uuid.uuid4
 _to_builtins = msgspec.to_builtins
+# msgspec's own constructor: MessageMeta.__call__ adds the envelope defaults, then calls it.
+_struct_call = msgspec.StructMeta.__call__
 
 
 def _check_routing_key(cls_name: str, routing_key: object) -> str:
@@ -85,8 +99,10 @@ class MessageMeta(msgspec.StructMeta):
 
     For each class it sets ``__routing_key__`` and ``__version__`` (``""`` and ``0`` on an
     abstract type that declares no routing key; they are not inherited), makes the fields the
-    class declares keyword-only (so required fields may follow the defaulted envelope fields),
-    and sets the default of ``schema_version`` to ``version``.
+    class declares keyword-only (so required fields may follow the defaulted
+    ``schema_version``), and sets the default of ``schema_version`` to ``version``. Calling a
+    message class fills ``event_id`` and ``occurred_at`` when omitted; msgspec's decoders do
+    not call the class, so they require both.
 
     Raises:
         ConfigurationError: A routing key or version is malformed, a version is given without
@@ -141,6 +157,22 @@ class MessageMeta(msgspec.StructMeta):
         cls.__version__ = version or 0
         return cls
 
+    if not TYPE_CHECKING:  # type checkers keep the class's own constructor signature
+
+        def __call__(cls, /, *args, **kwargs):
+            """Construct a message, filling ``event_id`` and ``occurred_at`` if not given.
+
+            The envelope fields have no defaults in the struct itself, so that msgspec's
+            decoders require them on the wire (identity is never invented on decode); the
+            defaults live here, in the one place that runs when code constructs a message and
+            never when a payload is decoded.
+            """
+            if "event_id" not in kwargs:
+                kwargs["event_id"] = _uuid4()
+            if "occurred_at" not in kwargs:
+                kwargs["occurred_at"] = _utcnow()
+            return _struct_call(cls, *args, **kwargs)
+
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(msgspec.field,))
 class Message(msgspec.Struct, metaclass=MessageMeta, rename="camel", frozen=True, kw_only=True):
@@ -152,9 +184,12 @@ class Message(msgspec.Struct, metaclass=MessageMeta, rename="camel", frozen=True
 
     Attributes:
         event_id: Unique id of this message (wire ``eventId``); the idempotency key. Commands
-            carry it under the same name, so every message has one id shape.
-        occurred_at: When it happened (wire ``occurredAt``, RFC 3339); timezone-aware, UTC by
-            default. A payload with a naive timestamp is rejected.
+            carry it under the same name, so every message has one id shape. A new uuid4 when
+            constructed without one; required on the wire: a payload without it does not
+            decode (identity is never invented).
+        occurred_at: When it happened (wire ``occurredAt``, RFC 3339); timezone-aware, now in
+            UTC when constructed without one; required on the wire, like ``event_id``. A
+            payload with a naive timestamp is rejected.
         schema_version: Version of the payload's schema (wire ``schemaVersion``): the class's
             ``version``, its default. Decoding a payload that omits it gives that version; one
             that states another version does not decode as this type (a
@@ -166,8 +201,16 @@ class Message(msgspec.Struct, metaclass=MessageMeta, rename="camel", frozen=True
     __routing_key__: ClassVar[str]
     __version__: ClassVar[int]
 
-    event_id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
-    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)] = msgspec.field(default_factory=_utcnow)
+    if TYPE_CHECKING:
+        # What a type checker sees: both may be omitted when constructing.
+        event_id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
+        occurred_at: datetime = msgspec.field(default_factory=_utcnow)
+    else:
+        # What msgspec sees: required, so that every decoder requires them on the wire (it
+        # would call a default factory for a missing field, inventing an identity). Construction
+        # fills them in MessageMeta.__call__; decoding never goes through it.
+        event_id: uuid.UUID
+        occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
     schema_version: int = 1
 
     if TYPE_CHECKING:

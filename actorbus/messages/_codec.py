@@ -15,7 +15,7 @@ from typing import Any, Final, Protocol, TypeVar
 import msgspec
 
 from ..exceptions import ConfigurationError, DecodeError, MessageTooLargeError
-from ._base import Message, describe
+from ._base import Message, MessageMeta, describe
 
 __all__ = ("Codec", "DEFAULT_MAX_SIZE", "JsonCodec", "schema_of")
 
@@ -25,6 +25,21 @@ DEFAULT_MAX_SIZE: Final = 1024 * 1024
 S = TypeVar("S", bound=msgspec.Struct)
 
 _AT = " - at `"
+_MISSING = "Object missing required field `"
+
+# The envelope fields a message never gets by default on decode (see Message): what a
+# DecodeError says when a payload lacks one.
+_ENVELOPE = {
+    "eventId": (
+        "`$.eventId` is missing: a message's identity is never invented, so a payload "
+        "without an eventId (the UUID consumers deduplicate by) is not accepted; have the "
+        "producer send one"
+    ),
+    "occurredAt": (
+        "`$.occurredAt` is missing: when a message occurred is never invented, so a payload "
+        "without an occurredAt (RFC 3339, UTC) is not accepted; have the producer send it"
+    ),
+}
 
 
 class Codec(Protocol):
@@ -140,7 +155,8 @@ class JsonCodec:
             DecodeError: ``body`` is not JSON, not an object, lacks a required field or holds
                 a value of the wrong type (a ``schemaVersion`` other than the type's version
                 included). The message names the type, the JSON path and shows the start of
-                the payload.
+                the payload. A message without ``eventId`` or ``occurredAt`` says so, with
+                the path ``$.eventId`` / ``$.occurredAt``: they are never made up.
         """
         if len(body) > self.max_size:
             raise MessageTooLargeError(len(body), self.max_size, f"decoding {describe(type_)}")
@@ -166,6 +182,13 @@ def _decode_error(type_: type[Any], detail: str, body: bytes) -> DecodeError:
         path = detail[at + len(_AT) : -1]
     elif not detail.startswith(("malformed JSON", "JSON nested")):
         path = "$"
+        # A top-level envelope field (no " - at" suffix): say which, and why it is not made up.
+        if detail.startswith(_MISSING) and isinstance(type_, MessageMeta):
+            field = detail[len(_MISSING) : -1]
+            envelope = _ENVELOPE.get(field)
+            if envelope is not None:
+                detail = f"{envelope} ({detail})"
+                path = f"$.{field}"
     return DecodeError(
         describe(type_),
         detail,

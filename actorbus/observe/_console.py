@@ -13,7 +13,9 @@ between two samples, taken when a page asks, so a process nobody watches pays no
 State-changing actions (replaying and purging dead letters) need the admin token
 (``Authorization: Bearer <token>``, compared in constant time), are off without one, and are
 refused unless the request's ``Host`` (and ``Origin``, when sent) is the address the server
-listens on: a page from another origin, or a DNS name rebound to this host, cannot use them.
+listens on, or a name the operator allowed (``allowed_hosts``: the public name of a reverse
+proxy in front of it): a page from another origin, or a DNS name rebound to this host, cannot
+use them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote
 
@@ -37,7 +39,7 @@ from ..brokers import (
     redact,
     replay_dead_letters,
 )
-from ..exceptions import QueueNotFoundError
+from ..exceptions import ConfigurationError, QueueNotFoundError
 from ._logbuffer import LogBuffer
 
 if TYPE_CHECKING:
@@ -66,6 +68,10 @@ _SECURITY_HEADERS = [
     ),
 ]
 _TOKEN_HINT = "start the process with --admin-token TOKEN (or ACTORBUS_ADMIN_TOKEN)"
+_PROXY_HINT = (
+    "behind a reverse proxy, allow the name it is reached by with --console-allowed-host "
+    "NAME (or ACTORBUS_CONSOLE_ALLOWED_HOSTS=NAME,...)"
+)
 _MAX_BODY = 4096
 _PEEK_LIMIT = 200
 
@@ -172,6 +178,15 @@ class Console:
         admin_token: The token that enables replay and purge; ``None`` or ``""``: they are off.
         logs: Where recent log lines are kept (one is made if ``None``).
         interval: Seconds between two ``state`` events of the stream.
+        allowed_hosts: More names the console may be reached by besides the address the
+            server listens on, for a console behind a reverse proxy: ``"ops.example.com"``
+            (any port) or ``"ops.example.com:8443"`` (that port only); one string is a
+            comma-separated list. A request's ``Host``, and its ``Origin`` when sent, must be
+            the server's address or one of these.
+
+    Raises:
+        ConfigurationError: An allowed host is empty or is not a bare ``name[:port]`` (a
+            scheme, a path or a wildcard).
     """
 
     def __init__(
@@ -182,7 +197,9 @@ class Console:
         admin_token: str | None = None,
         logs: LogBuffer | None = None,
         interval: float = 1.0,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
+        self._allowed = _allowed_hosts(allowed_hosts)
         self._host = host
         self._model = model
         self._token = admin_token.encode() if admin_token else None
@@ -223,8 +240,7 @@ class Console:
         """End the open event streams (call on shutdown: the server waits for them)."""
         if self._closing is not None:
             self._closing.set()
-        if self.logs.installed:
-            self.logs.uninstall()
+        self.logs.uninstall()  # idempotent: also leaves the stdlib formatters' chains
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Serve one request under ``/ui``."""
@@ -286,23 +302,40 @@ class Console:
     # ------------------------------------------------------------------ guards
 
     def _check_origin(self, request: _Request) -> None:
-        """Refuse a request whose ``Host`` or ``Origin`` is not this server's own address."""
+        """Refuse a request whose ``Host`` or ``Origin`` is neither this server's own address
+        nor an allowed host."""
         own = _own_hosts(request.scope)
         host = request.headers.get("host", "")
-        if host.lower() not in own:
+        if not self._names_us(host, own):
+            where = sorted(own)[0] if own else "unknown"
             raise _HttpError(
                 403,
                 "foreign_host",
-                f"Host {host!r} is not this server's address ({sorted(own)[0]}); open the "
-                "console at the address the server listens on",
+                f"Host {host!r} is not this server's address ({where}) nor an allowed host; "
+                f"open the console at the address the server listens on, or, {_PROXY_HINT}",
             )
         origin = request.headers.get("origin")
         if origin is not None:
             scheme, _, rest = origin.partition("://")
-            if scheme not in ("http", "https") or rest.lower() not in own:
+            if scheme not in ("http", "https") or not self._names_us(rest, own):
                 raise _HttpError(
-                    403, "foreign_origin", f"requests from {origin!r} may not use the console"
+                    403,
+                    "foreign_origin",
+                    f"requests from {origin!r} may not use the console; {_PROXY_HINT}",
                 )
+
+    def _names_us(self, host: str, own: set[str]) -> bool:
+        """Whether ``host`` (a ``Host`` value, or an ``Origin`` without its scheme) is ours."""
+        host = host.lower()
+        if host in own:
+            return True
+        allowed = self._allowed
+        if not allowed:
+            return False
+        if host in allowed:  # an entry with a port, or a name sent without one
+            return True
+        name, sep, port = host.rpartition(":")
+        return bool(sep) and port.isdigit() and name in allowed  # "name:port", entry "name"
 
     def _check_token(self, request: _Request) -> None:
         if self._token is None:
@@ -599,6 +632,32 @@ def _child(status: ChildStatus, now: float) -> dict[str, Any]:
         "upFor": None if status.started_at is None else round(now - status.started_at, 1),
         "children": [_child(c, now) for c in status.children],
     }
+
+
+def _allowed_hosts(hosts: Iterable[str]) -> frozenset[str]:
+    """Check and normalise the allowed hosts (lower case, no surrounding blanks).
+
+    One string is a comma-separated list (as in ``ACTORBUS_CONSOLE_ALLOWED_HOSTS``), not an
+    iterable of one-letter names.
+    """
+    if isinstance(hosts, str):
+        hosts = hosts.split(",")
+    allowed = set()
+    for given in hosts:
+        host = given.strip().lower()
+        name, sep, port = host.rpartition(":") if not host.endswith("]") else ("", "", "")
+        if (
+            not host
+            or any(c in host for c in "/*@?# ,")
+            or (sep and (not port.isdigit() or not name))
+        ):
+            raise ConfigurationError(
+                f"invalid console allowed host {given!r}: give the name the console is reached "
+                "by, as NAME or NAME:PORT (e.g. 'ops.example.com' or 'ops.example.com:8443'), "
+                "without a scheme, path or wildcard"
+            )
+        allowed.add(host)
+    return frozenset(allowed)
 
 
 def _own_hosts(scope: Any) -> set[str]:

@@ -21,10 +21,15 @@ WAIT = 20.0
 
 @contextlib.asynccontextmanager
 async def console_app(
-    data_dir: Path, *, http: str | None = None, broker: str = "memory://", **options: Any
+    data_dir: Path,
+    *,
+    http: str | None = None,
+    broker: str = "memory://",
+    flow: str = "choreography",
+    **options: Any,
 ) -> AsyncIterator[App]:
-    """Run the reference system (choreography) on ``broker`` with the console."""
-    svcs = services.services("choreography")
+    """Run the reference system (choreography, or ``flow``) on ``broker`` with the console."""
+    svcs = services.services(flow)
     options.setdefault("admin_token", TOKEN)
     options.setdefault("system_model", ConsoleModel(svcs))
     options.setdefault("store", f"sqlite:///{(data_dir / 'store.sqlite3').as_posix()}")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from actorbus import App
+from actorbus.cli._logging import configure_logging
+from actorbus.exceptions import ConfigurationError
 
 from .conftest import TOKEN, console_app, publish_undecodable, wait_for_dead_letters
 
@@ -104,6 +108,18 @@ async def test_model_asyncapi_and_schema(system: tuple[App, httpx.AsyncClient]) 
     assert schema["snapshot"].endswith("services/schema.snapshot.json")
     assert schema["configured"] is False
     assert schema["changes"] == []
+
+
+async def test_model_of_the_orchestration_has_the_saga(tmp_path: Path) -> None:
+    async with console_app(tmp_path, flow="orchestration") as app, await _client(app) as client:
+        graph = (await client.get("/ui/api/model")).json()["graph"]
+    (saga,) = [n for n in graph["nodes"] if n["kind"] == "saga"]
+    assert (saga["name"], saga["service"]) == ("order", "orchestrator")
+    assert [step["step"] for step in saga["steps"]] == ["reserve", "charge", "confirm"]
+    assert saga["steps"][0]["sends"] == "inventory.reserve-stock"
+    assert saga["steps"][0]["label"].startswith("1. reserve: send inventory.reserve-stock")
+    edge = {"source": "svc_orchestrator", "target": saga["id"], "label": "", "dashed": True}
+    assert edge in graph["edges"]
 
 
 async def test_schema_without_a_snapshot_says_so(tmp_path: Path) -> None:
@@ -252,6 +268,80 @@ async def test_own_origin_and_localhost_are_accepted(
         assert (await client.get("/ui/api/state", headers=headers)).status_code == 200
 
 
+PROXIED = ["ops.example.com", "Proxy.Example.org:8443"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "ops.example.com"},
+        {"Host": "OPS.example.com:443", "Origin": "https://ops.example.com"},
+        {"Host": "proxy.example.org:8443", "Origin": "https://proxy.example.org:8443"},
+        {"Origin": "https://ops.example.com:8080"},  # the server's own Host, a proxied page
+    ],
+)
+async def test_allowed_hosts_let_a_reverse_proxy_through(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    async with (
+        console_app(tmp_path, console_allowed_hosts=PROXIED) as app,
+        await _client(app) as client,
+    ):
+        assert (await client.get("/ui/api/state", headers=headers)).status_code == 200
+        # The state-changing actions too (they still need the token).
+        await publish_undecodable(app)
+        await wait_for_dead_letters(app, "inventory.queue", 1)
+        url = "/ui/api/dead-letters/inventory.queue/purge"
+        response = await client.post(url, headers={**AUTH, **headers})
+        assert response.json() == {"queue": "inventory.queue", "purged": 1}
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ({"Host": "evil.example"}, "foreign_host"),
+        ({"Host": "proxy.example.org:9000"}, "foreign_host"),  # that entry names its port
+        ({"Host": "ops.example.com.evil.example"}, "foreign_host"),
+        ({"Host": "ops.example.com", "Origin": "https://evil.example"}, "foreign_origin"),
+        ({"Host": "ops.example.com", "Origin": "https://proxy.example.org"}, "foreign_origin"),
+    ],
+)
+async def test_hosts_not_allowed_are_still_refused(
+    tmp_path: Path, headers: dict[str, str], error: str
+) -> None:
+    async with (
+        console_app(tmp_path, console_allowed_hosts=PROXIED) as app,
+        await _client(app) as client,
+    ):
+        await publish_undecodable(app)
+        await wait_for_dead_letters(app, "inventory.queue", 1)
+        url = "/ui/api/dead-letters/inventory.queue/purge"
+        detail = _error(await client.post(url, headers={**AUTH, **headers}), 403, error)
+        assert "--console-allowed-host" in detail
+        _error(await client.get("/ui/api/state", headers=headers), 403, error)
+        assert await app.broker.queue_depth("inventory.queue.dlq") == 1
+
+
+async def test_one_string_of_allowed_hosts_is_a_comma_separated_list(tmp_path: Path) -> None:
+    allowed = "ops.example.com, proxy.example.org:8443"
+    async with (
+        console_app(tmp_path, console_allowed_hosts=allowed) as app,
+        await _client(app) as client,
+    ):
+        for host in ("ops.example.com", "proxy.example.org:8443"):
+            response = await client.get("/ui/api/state", headers={"Host": host})
+            assert response.status_code == 200
+        _error(await client.get("/ui/api/state", headers={"Host": "o"}), 403, "foreign_host")
+
+
+@pytest.mark.parametrize(
+    "host", ["", " ", "https://ops.example.com", "*.example.com", "a/b", "x:y", "a b"]
+)
+def test_an_allowed_host_must_be_a_name_and_port(host: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"invalid console allowed host"):
+        App([], exchange="orders.topic", console_allowed_hosts=[host])
+
+
 async def test_logs_are_captured_only_once_asked_and_filter_by_correlation_id(
     system: tuple[App, httpx.AsyncClient],
 ) -> None:
@@ -274,6 +364,47 @@ async def test_logs_are_captured_only_once_asked_and_filter_by_correlation_id(
     everything = (await client.get("/ui/api/logs", params={"after": line["seq"]})).json()
     assert all(entry["seq"] > line["seq"] for entry in everything["lines"])
     _error(await client.get("/ui/api/logs", params={"after": "x"}), 400, "invalid_query")
+
+
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """Logging as `python -m actorbus run` configures it; restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("info", "json")
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_stdlib_log_records_reach_the_console_with_their_correlation_id(
+    cli_logging: None, tmp_path: Path
+) -> None:
+    # A real server: its stop is what takes the buffer out of the chains again.
+    async with console_app(tmp_path, http="127.0.0.1:0") as app:
+        assert app.http_address is not None
+        assert app.console is not None
+        logs = app.console.logs
+        host, port = app.http_address
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            assert (await client.get("/ui/api/logs")).status_code == 200  # starts capturing
+            with structlog.contextvars.bound_contextvars(correlation_id="flow-lib"):
+                logging.getLogger("acme.storage").warning("disk %s is %d%% full", "sda", 93)
+            logging.getLogger("acme.storage").info("below the root level: neither shown nor kept")
+            params = {"correlationId": "flow-lib"}
+            body = (await client.get("/ui/api/logs", params=params)).json()
+        assert [line["event"] for line in body["lines"]] == ["disk sda is 93% full"]
+        line = body["lines"][0]
+        assert line["level"] == "warning"
+        assert line["correlationId"] == "flow-lib"
+        assert line["fields"] == {"logger": "acme.storage"}
+    (formatter,) = [
+        h.formatter
+        for h in logging.getLogger().handlers
+        if isinstance(h.formatter, structlog.stdlib.ProcessorFormatter)
+    ]
+    assert all(p is not logs for p in formatter.foreign_pre_chain or ())
 
 
 async def test_console_off(tmp_path: Path) -> None:

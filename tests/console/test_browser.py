@@ -142,3 +142,36 @@ async def test_the_console_shows_a_live_system_and_replays_a_dead_letter(
         print(f"\nconsole screenshot: {kept} (and {shot})")
         assert not errors, errors
         await page.close()
+
+
+@pytest.mark.anyio
+async def test_the_graph_draws_each_saga_with_its_steps(browser: object, tmp_path: Path) -> None:
+    expect = playwright_api.expect
+    async with console_app(tmp_path, http="127.0.0.1:0", flow="orchestration") as app:
+        assert app.http_address is not None
+        host, port = app.http_address
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"http://{host}:{port}/ui")
+        graph = page.locator("#graph svg")
+        saga = graph.locator('g.node.saga[data-name="order"]')
+        await expect(saga).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(saga).to_have_attribute("data-service", "orchestrator")
+        await expect(saga.locator("text.name")).to_have_text("saga order (orchestrator)")
+        steps = saga.locator("text.step")
+        await expect(steps).to_have_count(3)
+        await expect(steps.nth(1)).to_contain_text("2. charge: send payment.charge")
+        # The orchestrator points at its saga, and the saga box sits below every column.
+        await expect(graph.locator("path.edge.saga")).to_have_count(1)
+        saga_box = await saga.bounding_box()
+        service = graph.locator('g.node.service[data-name="orchestrator"]').first
+        service_box = await service.bounding_box()
+        assert saga_box is not None
+        assert service_box is not None
+        assert saga_box["y"] > service_box["y"] + service_box["height"]
+        await expect(page.locator("#live")).to_have_text("● live", timeout=TIMEOUT_MS)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.locator("#graph-section").screenshot(path=str(ARTIFACTS / "graph-saga.png"))
+        assert not errors, errors
+        await page.close()

@@ -67,7 +67,13 @@ FIELDS = ["orderId", "qty", "eventId", "occurredAt", "schemaVersion"]
 
 
 def _bad_field_payload(field: str, value: Any) -> bytes:
-    good = {"eventId": str(uuid.uuid4()), "orderId": "o", "qty": 1, "schemaVersion": 1}
+    good = {
+        "eventId": str(uuid.uuid4()),
+        "occurredAt": "2024-05-01T12:00:00Z",
+        "orderId": "o",
+        "qty": 1,
+        "schemaVersion": 1,
+    }
     good[field] = value
     return msgspec.json.encode(good)
 

@@ -78,8 +78,8 @@ async function post(path, data) {
 
 // ------------------------------------------------------------------ graph
 
-const COLS = { publisher: 20, exchange: 330, queue: 740, consumer: 1110 };
-const NODE_W = 200, NODE_H = 46, GAP = 16, SLOT = 15;
+const COLS = { publisher: 24, exchange: 330, queue: 740, consumer: 1110 };
+const NODE_W = 200, NODE_H = 46, GAP = 16, SLOT = 15, STEP_H = 16;
 
 function layout(graph) {
   const byId = new Map(graph.nodes.map((n) => [n.id, n]));
@@ -117,13 +117,21 @@ function layout(graph) {
     });
   };
   const columns = [stack(services, "publisher"), stack(exchanges, "exchange"), stack(queues, "queue"), stack(consumers, "consumer")];
-  const height = Math.max(...columns.map((c) => (c.length ? c[c.length - 1].y + c[c.length - 1].h : 0))) + 20;
+  let height = Math.max(...columns.map((c) => (c.length ? c[c.length - 1].y + c[c.length - 1].h : 0))) + 20;
   for (const c of columns) { // centre the shorter columns
     if (!c.length) continue;
     const used = c[c.length - 1].y + c[c.length - 1].h + 20;
     for (const b of c) b.y += (height - used) / 2;
   }
-  return { boxes: columns.flat(), height, width: COLS.consumer + NODE_W + 20 };
+  const width = COLS.consumer + NODE_W + 20;
+  // sagas: one wide box each below the columns, a line per step; the service points at it
+  const sagas = graph.nodes.filter((n) => n.kind === "saga").map((n) => {
+    const box = { key: n.id, node: n, col: "saga", x: COLS.publisher, y: height, h: 30 + STEP_H * (n.steps || []).length, w: width - COLS.publisher - 20 };
+    height += box.h + GAP;
+    return box;
+  });
+  if (sagas.length) height += 4;
+  return { boxes: [...columns.flat(), ...sagas], height, width };
 }
 
 function renderGraph(graph) {
@@ -155,7 +163,10 @@ function renderGraph(graph) {
   // spread the arrows leaving / entering one box over its height, ordered by the other end
   const slots = new Map();
   const claim = (key, other) => { const l = slots.get(key) || []; l.push(other); slots.set(key, l); };
-  for (const r of resolved) { claim(`out:${r.a.key}`, r); claim(`in:${r.b.key}`, r); }
+  for (const r of resolved) {
+    if (r.dstKind === "saga") continue; // drawn down the left margin, not through a slot
+    claim(`out:${r.a.key}`, r); claim(`in:${r.b.key}`, r);
+  }
   for (const [key, list] of slots) {
     const side = key.startsWith("out:") ? "b" : "a";
     list.sort((p, q) => p[side].y - q[side].y || p.e.label.localeCompare(q.e.label));
@@ -169,7 +180,10 @@ function renderGraph(graph) {
   for (const r of resolved) {
     const x1 = r.a.x + NODE_W, x2 = r.b.x, y1 = r.y1, y2 = r.y2;
     const mid = (x1 + x2) / 2;
-    const path = s("path", { d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`, class: `edge${r.e.dashed ? " dashed" : ""}`, "marker-end": "url(#arrow)" });
+    const d = r.dstKind === "saga" // from the service's left side, down the margin, into the saga's title
+      ? `M ${r.a.x} ${r.a.y + r.a.h / 2} H ${r.a.x - 14} V ${r.b.y + 15} H ${r.b.x - 2}`
+      : `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`;
+    const path = s("path", { d, class: `edge${r.e.dashed ? " dashed" : ""}${r.dstKind === "saga" ? " saga" : ""}`, "marker-end": "url(#arrow)" });
     edgeLayer.append(path);
     let label = null;
     if (r.e.label) { // just before the arrow head: one slot per arrow, so labels never pile up
@@ -180,6 +194,16 @@ function renderGraph(graph) {
   }
   const nodes = new Map();
   for (const b of boxes) {
+    if (b.node.kind === "saga") {
+      const g = s("g", { class: "node saga", transform: `translate(${b.x},${b.y})`, "data-name": b.node.name, "data-service": b.node.service, "data-col": b.col });
+      g.append(s("rect", { width: b.w, height: b.h, rx: 6 }));
+      g.append(s("text", { x: 10, y: 19, class: "name" }, b.node.label));
+      (b.node.steps || []).forEach((step, i) => {
+        g.append(s("text", { x: 18, y: 19 + STEP_H * (i + 1), class: "step", "data-step": step.step }, step.label));
+      });
+      nodeLayer.append(g);
+      continue;
+    }
     const g = s("g", { class: `node ${b.node.kind}`, transform: `translate(${b.x},${b.y})`, "data-name": b.node.name, "data-col": b.col });
     g.append(s("rect", { width: NODE_W, height: b.h, rx: b.node.kind === "service" ? 18 : b.node.kind === "queue" ? 4 : 10 }));
     const top = b.h / 2 - 5;

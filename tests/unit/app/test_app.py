@@ -200,6 +200,19 @@ def _raw(queue: str, body: bytes, type_: str) -> OutboundMessage:
             "$.qty",
         ),
         (b'{"orderId": "o-5", "qty": 1}', "test.unknown.thing", "unknown-type", "unknown"),
+        # Identity is never invented: no eventId (the transport's message id does not count).
+        (
+            b'{"orderId": "o-5", "qty": 1, "occurredAt": "2024-05-01T12:00:00Z"}',
+            "test.order.placed",
+            "decode-error",
+            "`$.eventId` is missing: a message's identity is never invented",
+        ),
+        (
+            b'{"eventId": "6f1c3b0e-51a2-4a57-9d6a-0a8d3c1b7e11", "orderId": "o-5", "qty": 1}',
+            "test.order.placed",
+            "decode-error",
+            "`$.occurredAt` is missing: when a message occurred is never invented",
+        ),
     ],
 )
 async def test_undecodable_messages_go_to_the_dlq_at_once(

@@ -13,6 +13,7 @@ import structlog
 import actorbus
 from actorbus.cli import main
 from actorbus.cli._imports import TargetError, resolve_services
+from actorbus.cli._run import _allowed_hosts
 
 REPO = Path(actorbus.__file__).resolve().parents[1]
 
@@ -150,6 +151,33 @@ def test_bad_http_address_exits_2(project: Path, capsys: pytest.CaptureFixture[s
     code = main(["--log-format", "json", "run", "shop", "--http", "nonsense", "--data-dir", "d"])
     assert code == 2
     assert "invalid HTTP address 'nonsense'" in capsys.readouterr().err
+
+
+def test_console_allowed_hosts_come_from_the_flags_else_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ACTORBUS_CONSOLE_ALLOWED_HOSTS", " ops.example.com, proxy.example:8443,")
+    assert _allowed_hosts(None) == ["ops.example.com", "proxy.example:8443"]
+    assert _allowed_hosts(["a.example", "b.example,c.example"]) == [
+        "a.example",
+        "b.example",
+        "c.example",
+    ]
+    monkeypatch.delenv("ACTORBUS_CONSOLE_ALLOWED_HOSTS")
+    assert _allowed_hosts(None) == []
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "--console-allowed-host" in out
+    assert "ACTORBUS_CONSOLE_ALLOWED_HOSTS" in out
+
+
+def test_bad_console_allowed_host_exits_2(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--log-format", "json", "run", "shop", "--console-allowed-host", "https://x.example"]
+    assert main([*args, "--data-dir", "d"]) == 2
+    assert "invalid console allowed host 'https://x.example'" in capsys.readouterr().err
 
 
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:

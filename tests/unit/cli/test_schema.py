@@ -144,6 +144,21 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[tuple[bool, str, str
         [(True, "note", "field 'note' became required")],
     ),
     (
+        "the envelope's eventId and occurredAt became required: never invented on decode",
+        doc(obj({"orderId": STR}, {"eventId": UUID, "occurredAt": STR})),
+        doc(obj({"eventId": UUID, "occurredAt": STR, "orderId": STR})),
+        [
+            (False, "eventId", "field 'eventId' became required on decode"),
+            (False, "occurredAt", "field 'occurredAt' became required on decode"),
+        ],
+    ),
+    (
+        "a nested eventId becoming required is breaking as any field",
+        doc(obj({"ref": ref("Ref")}), Ref=obj({}, {"eventId": UUID})),
+        doc(obj({"ref": ref("Ref")}), Ref=obj({"eventId": UUID})),
+        [(True, "ref.eventId", "field 'ref.eventId' became required")],
+    ),
+    (
         "required became optional",
         BASE,
         doc(obj({"orderId": STR}, {"qty": INT, "note": STR})),
@@ -480,7 +495,7 @@ def test_snapshot_covers_every_message_and_version(
     v2 = messages["order.created.v2"]["2"]
     assert v2["type"] == "tests.unit.cli._shop.OrderCreatedV2"
     root = v2["schema"]["$defs"]["OrderCreatedV2"]
-    assert root["required"] == ["orderId", "customerId", "items"]
+    assert root["required"] == ["eventId", "occurredAt", "orderId", "customerId", "items"]
 
 
 def test_stdout_by_default_and_stable(capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,12 +41,15 @@ def test_schema_version_is_the_class_version_on_the_wire() -> None:
     # takes one that omits it as the class's version.
     assert ParcelShippedV2.__annotations__["schema_version"] == Literal[2]
     decode = msgspec.json.Decoder(ParcelShippedV2).decode
-    assert decode(b'{"parcelId":"p","carrier":"c"}').schema_version == 2
-    assert decode(b'{"parcelId":"p","carrier":"c","schemaVersion":2}').schema_version == 2
+    envelope = (
+        b'{"eventId":"1b4e28ba-2fa1-41d2-883f-0016d3cca427","occurredAt":"2024-05-01T12:00:00Z",'
+    )
+    assert decode(envelope + b'"parcelId":"p","carrier":"c"}').schema_version == 2
+    assert decode(envelope + b'"parcelId":"p","carrier":"c","schemaVersion":2}').schema_version == 2
     with pytest.raises(
         msgspec.ValidationError, match=r"Invalid enum value 1 - at `\$.schemaVersion`"
     ):
-        decode(b'{"parcelId":"p","carrier":"c","schemaVersion":1}')
+        decode(envelope + b'"parcelId":"p","carrier":"c","schemaVersion":1}')
     # The base types keep a plain int: they are never decoded.
     assert Message.__annotations__["schema_version"] in (int, "int")
 

@@ -18,6 +18,9 @@ from actorbus.messages import DEFAULT_MAX_SIZE, Codec, JsonCodec, schema_of
 from ._types import LineItem, OrderCreated, OrderCreatedV2, StockRejected
 
 EVENT_ID = "4d6a9c3e-2b1f-4e8a-9c7d-5f3e2a1b0c9d"
+OCCURRED_AT = "2024-05-01T12:30:00Z"
+# The envelope every producer sends, for payloads whose point is another field.
+ENVELOPE = {"eventId": EVENT_ID, "occurredAt": OCCURRED_AT}
 V1_PAYLOAD = (
     b'{"eventId":"4d6a9c3e-2b1f-4e8a-9c7d-5f3e2a1b0c9d","orderId":"o-1","sku":"apple",'
     b'"qty":3,"occurredAt":"2024-05-01T12:30:00Z","schemaVersion":1}'
@@ -90,11 +93,39 @@ def test_unknown_fields_are_ignored(codec: JsonCodec) -> None:
 
 
 def test_missing_optional_fields_get_defaults(codec: JsonCodec) -> None:
-    message = codec.decode(b'{"orderId":"o","reason":"out of stock"}', StockRejected)
+    body = json.dumps({**ENVELOPE, "orderId": "o", "reason": "out of stock"}).encode()
+    message = codec.decode(body, StockRejected)
     assert message.retryable is False
     assert message.schema_version == 1
-    assert isinstance(message.event_id, uuid.UUID)
-    assert message.occurred_at.tzinfo is UTC
+    # The envelope is the payload's, never made up.
+    assert message.event_id == uuid.UUID(EVENT_ID)
+    assert message.occurred_at == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("field", "what"),
+    [("eventId", "a message's identity is never invented"), ("occurredAt", "never invented")],
+)
+def test_missing_envelope_field_is_never_invented(codec: JsonCodec, field: str, what: str) -> None:
+    payload = {**ENVELOPE, "orderId": "o", "reason": "out of stock"}
+    del payload[field]
+    with pytest.raises(
+        DecodeError,
+        match=rf"cannot decode StockRejected \(stock.rejected v1\): `\$.{field}` is missing: "
+        rf".*{what}.*\(Object missing required field `{field}`\); payload starts",
+    ) as info:
+        codec.decode(json.dumps(payload).encode(), StockRejected)
+    assert info.value.path == f"$.{field}"
+    assert isinstance(info.value.__cause__, msgspec.ValidationError)
+
+
+def test_constructing_still_fills_the_envelope() -> None:
+    # Only decoding requires them; code that builds a message gets a new id and now.
+    before = datetime.now(UTC)
+    message = StockRejected(order_id="o", reason="r")
+    assert message.event_id.version == 4
+    assert before <= message.occurred_at <= datetime.now(UTC)
+    assert StockRejected(order_id="o", reason="r").event_id != message.event_id
 
 
 def test_missing_required_field(codec: JsonCodec) -> None:
@@ -103,7 +134,7 @@ def test_missing_required_field(codec: JsonCodec) -> None:
         match=r"cannot decode OrderCreated \(order.created v1\): "
         r"Object missing required field `qty`; payload starts b'\{",
     ) as info:
-        codec.decode(b'{"orderId":"o","sku":"s"}', OrderCreated)
+        codec.decode(json.dumps({**ENVELOPE, "orderId": "o", "sku": "s"}).encode(), OrderCreated)
     assert info.value.routing_key == "order.created"
     assert info.value.version == 1
     assert info.value.path == "$"
@@ -158,7 +189,7 @@ def test_wrong_envelope_fields(codec: JsonCodec, field: str, value: str, expecte
         (b'{"orderId": "o",', r"malformed JSON: Input data was truncated"),
         (b"{'orderId': 'o'}", r"malformed JSON: JSON is malformed: .*\(byte 1\)"),
         (b"", r"malformed JSON: Input data was truncated"),
-        (b'{"orderId":"o","sku":"s","qty":1} x', r"malformed JSON: JSON is malformed: trailing"),
+        (V1_PAYLOAD + b" x", r"malformed JSON: JSON is malformed: trailing"),
         (b"\xff\xfe", r"malformed JSON"),
     ],
 )
@@ -243,7 +274,8 @@ def test_schema_of_message_type() -> None:
         "sku",
         "qty",
     }
-    assert definition["required"] == ["orderId", "sku", "qty"]
+    # eventId and occurredAt are required on the wire (constructing fills them).
+    assert definition["required"] == ["eventId", "occurredAt", "orderId", "sku", "qty"]
     # Optional (a payload without it is this version), and only this version.
     assert definition["properties"]["schemaVersion"] == {"enum": [1], "default": 1}
     v2 = schema_of(OrderCreatedV2)["$defs"]["OrderCreatedV2"]["properties"]["schemaVersion"]

@@ -39,9 +39,16 @@ from ._types import (
     parcel_v2_to_v3,
 )
 
+# What every producer sends (and decoding requires): the tests here are about the rest.
+_ENVELOPE = {
+    "eventId": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+    "occurredAt": "2024-05-01T12:00:00Z",
+}
+
 
 def _body(**fields: object) -> bytes:
-    return json.dumps(fields).encode()
+    """A payload as a producer sends it: the envelope fields, then ``fields``."""
+    return json.dumps({**_ENVELOPE, **fields}).encode()
 
 
 @pytest.fixture
@@ -285,7 +292,7 @@ def test_decoder_reports_decode_errors_with_type_and_path(registry: MessageRegis
     with pytest.raises(
         DecodeError,
         match=r"cannot decode OrderCreated \(order.created v1\): Expected `int`, got `str` - "
-        r"at `\$.qty`; payload starts b'\{\"orderId\"",
+        r"at `\$.qty`; payload starts b'\{\"eventId\"",
     ):
         decoder.decode(_body(orderId="o", sku="s", qty="1"))
     with pytest.raises(DecodeError, match=r"malformed JSON"):
