@@ -50,8 +50,8 @@ async def test_two_hosts_share_one_postgres_store_through_a_sigkill(
                     await second.kill()
 
                 await work.place_all(ORDERS, at={FAULT_AT: kill_second})
-                # A killed relay's claimed outbox rows are freed by the surviving host's relay, which
-                # sees the owner's process gone (same machine); the lease (30 s) is the backstop.
+                # A killed relay's claimed outbox rows are freed by the surviving host's relay,
+                # which sees the owner's process gone (same machine); the lease is the backstop.
                 figures = await work.verify(settle_timeout=90)
             assert not second.running
             assert first.running, first.log.tail()
