@@ -265,7 +265,7 @@ async def test_put_stock_adds_a_new_sku_and_get_of_an_unknown_one_is_404(tmp_pat
         put = await system.client.put("/stock/NEW-1", json={"available": 7})
         after = await system.client.get("/stock/NEW-1")
     assert unknown.status_code == 404
-    assert unknown.json()["error"]
+    assert unknown.json()["error"] == "sku_not_found"
     assert put.status_code == 200
     assert after.json() == {"sku": "NEW-1", "available": 7}
 

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from starlette.exceptions import HTTPException
@@ -218,3 +219,35 @@ async def test_http_requests_are_counted_and_timed_by_route_template(tmp_path: P
         for sample in family.samples
     ]
     assert not any(route and "nowhere" in route for route in samples)
+
+
+async def _exchange(stream: Any, path: str) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on an open connection; return the status and the body."""
+    await stream.send(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")
+    )
+    while len(body) < length:
+        body += await stream.receive()
+    return int(lines[0].split()[1]), body
+
+
+async def test_an_endpoint_bug_keeps_the_connection_open_on_the_real_server(
+    tmp_path: Path,
+) -> None:
+    broker = MemoryBroker(f"memory://{uuid.uuid4().hex}")
+    async with App([_service()], broker=broker, data_dir=tmp_path, http="127.0.0.1:0") as app:
+        assert app.http_address is not None
+        host, port = app.http_address
+        async with await anyio.connect_tcp(host, port) as stream:
+            failed = await _exchange(stream, "/items/boom")
+            missing = await _exchange(stream, "/nope")
+            ok = await _exchange(stream, "/items/1")  # the same connection
+    assert failed == (500, b'{"error":"internal_error","detail":"ValueError"}')
+    assert missing == (404, b'{"error":"not_found","detail":"no route for GET /nope"}')
+    assert ok == (200, b'{"item":"1"}')
