@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ._metrics import AppMetrics as AppMetrics
     from ._metrics import CollectorRegistry as CollectorRegistry
     from ._metrics import Histogram as Histogram
+    from ._metrics import HttpMetrics as HttpMetrics
     from ._metrics import MeasuredPublisher as MeasuredPublisher
     from ._metrics import PublishMetrics as PublishMetrics
     from ._metrics import QueueMetrics as QueueMetrics
@@ -59,6 +60,7 @@ _LAZY = {
     "AppMetrics": "._metrics",
     "CollectorRegistry": "._metrics",
     "Histogram": "._metrics",
+    "HttpMetrics": "._metrics",
     "MeasuredPublisher": "._metrics",
     "PublishMetrics": "._metrics",
     "QueueMetrics": "._metrics",
@@ -85,6 +87,7 @@ __all__ = (
     "Console",
     "ConsoleHost",
     "Histogram",
+    "HttpMetrics",
     "HttpServer",
     "LogBuffer",
     "MeasuredPublisher",

@@ -9,6 +9,7 @@ imported only when a server is started, never by the core library.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -119,8 +120,10 @@ def metrics_asgi(registry: CollectorRegistry) -> Any:
     """Return an ASGI app serving ``GET``/``HEAD /metrics`` (and ``/``) from ``registry``.
 
     prometheus-client's own ASGI app does the exposition (format chosen by ``Accept``);
-    this adds what a port of its own should answer: 404 for other paths, 405 for other
-    methods, 500 (logged) when a collector fails, without taking the process down.
+    this adds what a port of its own should answer, with the front door's JSON error body
+    ``{"error", "detail"}``: ``404 not_found`` for other paths, ``405 method_not_allowed``
+    (``Allow: GET, HEAD``) for other methods, ``500 internal_error`` (logged) when a
+    collector fails, without taking the process down.
     """
     from prometheus_client import make_asgi_app  # the ``metrics`` extra, present with metrics
 
@@ -129,24 +132,44 @@ def metrics_asgi(registry: CollectorRegistry) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        if scope["path"] not in ("/metrics", "/"):
-            await _plain(send, 404, b"not found; try /metrics\n")
-        elif scope["method"] not in ("GET", "HEAD"):
-            await _plain(send, 405, b"method not allowed\n")
+        path = scope["path"]
+        if path not in ("/metrics", "/"):
+            shown = path if len(path) <= 200 else f"{path[:200]}…"
+            detail = f"no route for {scope['method']} {shown}; try GET /metrics"
+            await _error(send, 404, "not_found", detail)
+        elif scope["method"] not in _ALLOWED:
+            await _error(
+                send,
+                405,
+                "method_not_allowed",
+                {"allowed": list(_ALLOWED)},
+                [(b"allow", ", ".join(_ALLOWED).encode())],
+            )
         else:
             try:
                 await exposition(scope, receive, send)
             except Exception as exc:  # a failing collector must not take the App down
                 _log.warning("metrics_scrape_failed", error=f"{type(exc).__name__}: {exc}")
-                await _plain(send, 500, b"internal error\n")
+                await _error(send, 500, "internal_error", type(exc).__name__)
 
     return app
 
 
-async def _plain(send: Any, status: int, body: bytes) -> None:
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
+_ALLOWED = ("GET", "HEAD")
+
+
+async def _error(
+    send: Any,
+    status: int,
+    error: str,
+    detail: Any,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    start = [
+        (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
+        *(headers or ()),
     ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})

@@ -45,6 +45,7 @@ __all__ = (
     "AppMetrics",
     "CollectorRegistry",
     "Histogram",
+    "HttpMetrics",
     "MeasuredPublisher",
     "PublishMetrics",
     "QueueMetrics",
@@ -208,6 +209,35 @@ class MeasuredPublisher:
             published[key] = published.get(key, 0) + 1
 
 
+class HttpMetrics:
+    """What the HTTP front door answered: requests by (method, route, status), and how fast.
+
+    Fed by the front door's access-log middleware, once per request: a dict increment and a
+    histogram bisect. The labels are bounded by the caller: ``route`` is a route template or
+    ``<unmatched>`` (never the raw path), ``method`` one of the standard methods or ``OTHER``.
+
+    Attributes:
+        requests: Per ``(method, route, status)``, how many requests were answered.
+        durations: Per ``(method, route)``, the request durations.
+    """
+
+    __slots__ = ("durations", "requests")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[tuple[str, str], Histogram] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request answered with ``status`` after ``seconds``."""
+        key = (method, route, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        histogram = self.durations.get((method, route))
+        if histogram is None:
+            histogram = self.durations[method, route] = Histogram()
+        histogram.observe(seconds)
+
+
 class AppMetrics:
     """The metrics of one App and the registry they are exported through.
 
@@ -222,6 +252,7 @@ class AppMetrics:
         registry: The registry ``/metrics`` serves.
         queues: Per service name, its queue's metrics (filled as consumers start).
         publishers: Per service name (``""`` for the App itself), what it published.
+        http: What the HTTP front door answered (empty without a front door).
     """
 
     def __init__(
@@ -241,6 +272,7 @@ class AppMetrics:
         self.publishers: dict[str, PublishMetrics] = {}
         self.supervisors: dict[str, SupervisorRef] = {}
         self.consumers: dict[str, list[ActorRef]] = {}
+        self.http = HttpMetrics()
         registry.register(_AppCollector(self, dict(queues), broker, ready))
 
     def queue(self, service: str, queue: str, types: Iterable[str]) -> QueueMetrics:
@@ -351,6 +383,23 @@ class _AppCollector(Collector):
                 failures.add_metric([p.service, error], count)
             confirm.add_metric([p.service], p.confirm.buckets(), p.confirm.sum)
         yield from (published, failures, confirm)
+
+        requests = CounterMetricFamily(
+            "actorbus_http_requests",
+            "HTTP requests answered by the front door, by route template and status.",
+            labels=["method", "route", "status"],
+        )
+        durations = HistogramMetricFamily(
+            "actorbus_http_request_duration_seconds",
+            "Time from an HTTP request's arrival at the front door to the end of its answer.",
+            labels=["method", "route"],
+        )
+        http = metrics.http
+        for (method, route, status), count in list(http.requests.items()):
+            requests.add_metric([method, route, str(status)], count)
+        for (method, route), histogram in list(http.durations.items()):
+            durations.add_metric([method, route], histogram.buckets(), histogram.sum)
+        yield from (requests, durations)
 
         depth = GaugeMetricFamily(
             "actorbus_mailbox_depth",

@@ -728,6 +728,10 @@ class BatchingStore(abc.ABC):
         self._queue.append(unit)
         self._queued.set()
 
+    def _requeue(self, unit: _Unit) -> None:
+        self._queue.appendleft(unit)
+        self._queued.set()
+
     def _pop(self) -> _Unit | None:
         queue = self._queue
         while queue:
@@ -778,7 +782,13 @@ class BatchingStore(abc.ABC):
                     unit: _Unit | None = first
                     while unit is not None:
                         if batch:
-                            await conn.next_savepoint(batch[-1].failed)
+                            try:
+                                await conn.next_savepoint(batch[-1].failed)
+                            except BaseException:
+                                # Taken from the queue but never started: the next batch
+                                # runs it (else it would wait for its turn forever).
+                                self._requeue(unit)
+                                raise
                         batch.append(unit)
                         unit.grant(_Tx(conn, unit))
                         await unit.done.wait()

@@ -61,17 +61,22 @@ def _translate(url: str, sql: str, exc: sqlite3.Error) -> StoreError:
 
 
 class _SqliteConnection(Connection):
-    __slots__ = ("_db", "_url")
+    __slots__ = ("_cause", "_db", "_url")
 
     def __init__(self, db: sqlite3.Connection, url: str) -> None:
         self._db = db
         self._url = url
+        self._cause = ""  # the last failed statement's error, for a batch SQLite rolled back
+
+    def _error(self, sql: str, exc: sqlite3.Error) -> StoreError:
+        self._cause = str(exc)
+        return _translate(self._url, sql, exc)
 
     def _run(self, sql: str, args: Sequence[Any]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, args)
         except sqlite3.Error as exc:
-            raise _translate(self._url, sql, exc) from exc
+            raise self._error(sql, exc) from exc
 
     async def execute(self, sql: str, args: Sequence[Any]) -> int:
         return max(self._run(sql, args).rowcount, 0)
@@ -81,7 +86,7 @@ class _SqliteConnection(Connection):
         try:
             rows: list[Row] = cursor.fetchall()
         except sqlite3.Error as exc:
-            raise _translate(self._url, sql, exc) from exc
+            raise self._error(sql, exc) from exc
         return rows
 
     async def fetchone(self, sql: str, args: Sequence[Any]) -> Row | None:
@@ -90,7 +95,7 @@ class _SqliteConnection(Connection):
             row: Row | None = cursor.fetchone()
             cursor.close()  # finish the statement (a RETURNING statement runs to its end)
         except sqlite3.Error as exc:
-            raise _translate(self._url, sql, exc) from exc
+            raise self._error(sql, exc) from exc
         return row
 
     async def fetchval(self, sql: str, args: Sequence[Any]) -> Any:
@@ -109,13 +114,26 @@ class _SqliteConnection(Connection):
         await self._in_thread("BEGIN IMMEDIATE")
         self._run("SAVEPOINT actorbus_unit", ())
 
+    def _check_not_rolled_back(self) -> None:
+        # On SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM (and some SQLITE_BUSY) SQLite may roll the
+        # whole transaction back by itself: the savepoints are gone with every unit's work.
+        if not self._db.in_transaction:
+            cause = self._cause or "a statement failed"
+            raise StoreUnavailableError(
+                self._url,
+                f"{cause}; SQLite rolled the whole transaction back, nothing of this batch "
+                "was committed",
+            )
+
     async def next_savepoint(self, previous_failed: bool) -> None:
+        self._check_not_rolled_back()
         if previous_failed:
             self._run("ROLLBACK TO SAVEPOINT actorbus_unit", ())
         self._run("RELEASE SAVEPOINT actorbus_unit", ())
         self._run("SAVEPOINT actorbus_unit", ())
 
     async def commit(self, last_failed: bool) -> None:
+        self._check_not_rolled_back()
         if last_failed:
             self._run("ROLLBACK TO SAVEPOINT actorbus_unit", ())
         self._run("RELEASE SAVEPOINT actorbus_unit", ())

@@ -109,8 +109,10 @@ async def test_full_disk_answers_at_once_turns_unready_and_recovers(disk: Path) 
                     failed = response
                     break
             assert failed is not None, "the disk never filled up"
-            assert failed.status_code >= 500, failed.text
-            assert failed.json()["error"], failed.text
+            assert failed.status_code == 503, failed.text
+            assert failed.json()["error"] == "store_unavailable", failed.text
+            assert "disk is full" in failed.json()["detail"]
+            assert int(failed.headers["retry-after"]) > 0
             print(f"[full disk] POST /orders: {failed.status_code} {failed.text} after "
                   f"{time.monotonic() - started:.1f} s")  # fmt: skip
 

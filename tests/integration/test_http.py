@@ -265,6 +265,29 @@ async def test_put_stock_adds_a_new_sku_and_get_of_an_unknown_one_is_404(tmp_pat
         put = await system.client.put("/stock/NEW-1", json={"available": 7})
         after = await system.client.get("/stock/NEW-1")
     assert unknown.status_code == 404
-    assert unknown.json()["error"]
+    assert unknown.json()["error"] == "sku_not_found"
     assert put.status_code == 200
     assert after.json() == {"sku": "NEW-1", "available": 7}
+
+
+async def test_a_full_store_answers_503_store_unavailable_and_recovers(tmp_path: Path) -> None:
+    """SQLite's own "database or disk is full" (the file may not grow past its current size),
+    not a mock: the same error a full disk gives."""
+    async with running(services("choreography"), tmp_path) as system:
+        async with system.app_store.transaction() as tx:
+            pages = await tx.fetchval("PRAGMA page_count")
+            await tx.execute(f"PRAGMA max_page_count = {int(pages)}")
+        body = {"sku": "ABC", "qty": 1, "customerId": "c" * 128}
+        for _ in range(500):  # the free space left in the file's last pages runs out
+            full = await system.client.post("/orders", json=body)
+            if full.status_code != 202:
+                break
+        assert full.status_code == 503, full.text
+        assert full.json()["error"] == "store_unavailable"
+        assert "database or disk is full" in full.json()["detail"]
+        assert int(full.headers["retry-after"]) > 0
+
+        async with system.app_store.transaction() as tx:  # room again
+            await tx.execute("PRAGMA max_page_count = 1073741823")
+        again = await system.client.post("/orders", json=body)
+        assert again.status_code == 202, again.text

@@ -263,7 +263,13 @@ async def test_the_standalone_metrics_port(tmp_path: Path) -> None:
     assert "actorbus_app_ready 1.0" in response.text
     assert 'actorbus_handler_duration_seconds_count{queue="metered.queue"' in response.text
     assert missing.status_code == 404
+    assert missing.json() == {
+        "error": "not_found",
+        "detail": "no route for GET /nothing; try GET /metrics",
+    }
     assert wrong.status_code == 405
+    assert wrong.json() == {"error": "method_not_allowed", "detail": {"allowed": ["GET", "HEAD"]}}
+    assert wrong.headers["allow"] == "GET, HEAD"
     assert head.status_code == 200
     assert head.content == b""
     # Closed with the App.
@@ -350,6 +356,7 @@ async def test_a_failing_collector_answers_500_and_the_app_keeps_running(tmp_pat
         async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
             broken = await client.get("/metrics")
         assert broken.status_code == 500
+        assert broken.json() == {"error": "internal_error", "detail": "RuntimeError"}
         async with await anyio.connect_tcp(host, port) as stream:
             await stream.send(b"nonsense\r\n\r\n")
             answer = await stream.receive()
