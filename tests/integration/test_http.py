@@ -272,8 +272,8 @@ async def test_put_stock_adds_a_new_sku_and_get_of_an_unknown_one_is_404(tmp_pat
 
 async def test_a_full_store_answers_503_store_unavailable_and_recovers(tmp_path: Path) -> None:
     """SQLite's own "database or disk is full" (the file may not grow past its current size),
-    not a mock: the same error a full disk gives."""
-    async with running(services("choreography"), tmp_path) as system:
+    not a mock: the same error a full disk gives. SQLite only (the PRAGMA caps its file)."""
+    async with running(services("choreography"), tmp_path, store=store_url(tmp_path)) as system:
         async with system.app_store.transaction() as tx:
             pages = await tx.fetchval("PRAGMA page_count")
             await tx.execute(f"PRAGMA max_page_count = {int(pages)}")
