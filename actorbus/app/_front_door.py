@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._log import get_logger
 from ..brokers import redact
-from ..exceptions import BrokerConnectionError, PublishNackedError, StoreUnavailableError
+from ..exceptions import (
+    BrokerConnectionError,
+    PublishNackedError,
+    RequestTimeoutError,
+    StoreConflictError,
+    StoreUnavailableError,
+)
 from ..observe import TRACEPARENT, TRACESTATE, Tracer
 from ._context import ServiceContext
 from ._service import Endpoint, Service
@@ -84,19 +90,25 @@ def error_code(status: int) -> str:
 def failure_response(exc: Exception) -> JSONResponse | None:
     """Answer an endpoint's failure that is not a bug: a store or broker that is down.
 
-    Returns ``503 {"error": "store_unavailable" | "broker_unavailable" | "publish_refused",
-    "detail": <the error's message, credentials redacted>}`` with ``Retry-After``, or
-    ``None`` when ``exc`` is something else (a 500).
+    Returns ``503 {"error": "store_unavailable" | "store_busy" | "broker_unavailable" |
+    "publish_refused", "detail": <the error's message, credentials redacted>}``, or ``504
+    request_timeout`` (a request to another service got no reply in time), with
+    ``Retry-After``; ``None`` when ``exc`` is something else (a 500).
     """
+    status, retry_after = 503, RETRY_AFTER
     if isinstance(exc, StoreUnavailableError):
         error = "store_unavailable"
+    elif isinstance(exc, StoreConflictError):
+        error, retry_after = "store_busy", 1  # a serialization failure: try again at once
     elif isinstance(exc, BrokerConnectionError):
         error = "broker_unavailable"
     elif isinstance(exc, PublishNackedError):
         error = "publish_refused"
+    elif isinstance(exc, RequestTimeoutError):
+        error, status = "request_timeout", 504  # the service behind us did not answer
     else:
         return None
-    return error_response(503, error, redact(str(exc)), {"Retry-After": str(RETRY_AFTER)})
+    return error_response(status, error, redact(str(exc)), {"Retry-After": str(retry_after)})
 
 
 class FrontDoorHost(Protocol):

@@ -8,6 +8,7 @@ metrics on, one count and one duration under its route template.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,13 +23,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from structlog.testing import capture_logs
 
-from actorbus import App, Event, Service, ServiceContext
+from actorbus import App, Command, Event, HandlerContext, Service, ServiceContext
+from actorbus.app._front_door import failure_response
 from actorbus.brokers.memory import MemoryBroker
+from actorbus.exceptions import StoreConflictError
 
 pytestmark = pytest.mark.anyio
 
 
 class Poked(Event, routing_key="frontdoor.poked", version=1):
+    item: str
+
+
+class Unanswered(Command, routing_key="frontdoor.unanswered", version=1):
     item: str
 
 
@@ -45,6 +52,15 @@ def _service() -> Service:
         if item_id == "boom":
             raise ValueError("boom")
         return JSONResponse({"item": item_id})
+
+    @service.route("/asks", methods=("POST",))
+    async def ask(request: Request, ctx: ServiceContext) -> Response:
+        await ctx.request(Unanswered(item="x"), Poked, timeout=0.05)
+        return JSONResponse({"asked": True})
+
+    @service.on(Unanswered)
+    async def swallow(command: Unanswered, ctx: HandlerContext) -> None:
+        pass  # never replies
 
     @service.route("/pokes", methods=("POST",))
     async def poke(request: Request, ctx: ServiceContext) -> Response:
@@ -147,6 +163,27 @@ async def test_a_refused_publish_is_a_503(tmp_path: Path) -> None:
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"] == "publish_refused"
     assert "retry-after" in refused.headers
+
+
+async def test_a_request_that_gets_no_reply_is_a_504(tmp_path: Path) -> None:
+    async with _client(tmp_path) as (_, client):
+        late = await client.post("/asks")
+    assert late.status_code == 504, late.text
+    assert late.json()["error"] == "request_timeout"
+    assert "no reply to Unanswered sent to 'frontdoor.unanswered'" in late.json()["detail"]
+
+
+async def test_a_serialization_conflict_is_a_503_store_busy(tmp_path: Path) -> None:
+    conflict = StoreConflictError("sqlite:///s", "UPDATE t SET x = 1", "could not serialize")
+    response = failure_response(conflict)
+    assert response is not None
+    assert response.status_code == 503
+    assert json.loads(bytes(response.body)) == {
+        "error": "store_busy",
+        "detail": str(conflict),
+    }
+    assert response.headers["retry-after"] == "1"
+    assert failure_response(ValueError("a bug")) is None
 
 
 def _requests(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
