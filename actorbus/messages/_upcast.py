@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from ..exceptions import ConfigurationError, DecodeError
 from ._base import Message, describe, is_concrete
 
@@ -45,7 +47,9 @@ class Upcasters:
             from_type: The older type (a concrete message type).
             to_type: The newer type; its version must be higher than ``from_type``'s.
             fn: A plain function ``from_type -> to_type``. It runs per upcast message, so
-                keep it cheap; if it raises, the message counts as undecodable.
+                keep it cheap; if it raises, the message counts as undecodable. The result
+                keeps the older message's ``event_id`` and ``occurred_at`` (an upcast is the
+                same fact in a newer shape), whether or not ``fn`` passed them on.
 
         Raises:
             ConfigurationError: A type is abstract or not a message type, the versions do not
@@ -116,6 +120,7 @@ class Upcasters:
 
         def upcast(message: Message) -> Message:
             for source, dest, fn in steps:
+                older = message
                 try:
                     message = fn(message)
                 except Exception as exc:
@@ -133,6 +138,12 @@ class Upcasters:
                         f"{type(message).__qualname__}, expected {dest.__qualname__}",
                         routing_key=dest.__routing_key__,
                         version=dest.__version__,
+                    )
+                if message.event_id != older.event_id or message.occurred_at != older.occurred_at:
+                    # The same fact in a newer shape: an upcaster that built the new version
+                    # without passing them on must not give it a new identity.
+                    message = msgspec.structs.replace(
+                        message, event_id=older.event_id, occurred_at=older.occurred_at
                     )
             return message
 

@@ -350,6 +350,21 @@ def test_upcast_across_names_v1_name_to_v2_type(registry: MessageRegistry) -> No
     assert decoder.decode(registry.encode(original), 1) == upcast
 
 
+def test_an_upcast_keeps_the_identity_even_when_the_upcaster_drops_it(
+    registry: MessageRegistry,
+) -> None:
+    def forgetful(old: OrderCreated) -> OrderCreatedV2:  # builds v2 without event_id/occurred_at
+        return OrderCreatedV2(order_id=old.order_id, customer_id="c", items=[])
+
+    registry.add_upcaster(OrderCreated, OrderCreatedV2, forgetful)
+    original = OrderCreated(order_id="o-1", sku="apple", qty=3)
+    upcast = registry.decoder("order.created", target=OrderCreatedV2).decode(
+        registry.encode(original)
+    )
+    assert (upcast.event_id, upcast.occurred_at) == (original.event_id, original.occurred_at)
+    assert (upcast.order_id, upcast.schema_version) == ("o-1", 2)
+
+
 def test_v2_name_is_not_upcast(registry: MessageRegistry) -> None:
     registry.add_upcaster(OrderCreated, OrderCreatedV2, order_created_to_v2)
     message = OrderCreatedV2(order_id="o", customer_id="c", items=[])
