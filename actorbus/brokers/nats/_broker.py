@@ -33,10 +33,18 @@ from ...exceptions import (
     QueueNotFoundError,
     UnroutableError,
 )
+from .._deadletter import XH_REPLAY
 from .._protocol import DeliveryCallback, OutboundMessage, Topology
 from ._consumer import NatsSubscription, admit
 from ._delivery import NatsDelivery
-from ._mapping import headers_for, stream_name, subject_for, subject_matches
+from ._mapping import (
+    H_MESSAGE_ID,
+    H_ORIGINAL_ID,
+    headers_for,
+    stream_name,
+    subject_for,
+    subject_matches,
+)
 from ._options import parse_nats_url
 from ._topology import TopologyManager
 
@@ -266,7 +274,15 @@ class NatsBroker:
         return limit if isinstance(limit, int) else None
 
     async def publish_copy(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
-        """Publish a retry or dead-letter copy and await its JetStream ack."""
+        """Publish a retry or dead-letter copy and await its JetStream ack.
+
+        The copy of a replayed message gets the replay's id in its ``Nats-Msg-Id``: its first
+        life's copies (same message id, attempt and queue) may still be in the duplicate
+        window, and JetStream would drop this one as their duplicate, losing the message.
+        """
+        replay = headers.get(XH_REPLAY)
+        if replay and H_MESSAGE_ID in headers:
+            headers[H_MESSAGE_ID] = f"{headers[H_MESSAGE_ID]}:{replay}"
         try:
             await self.js.publish(subject, body, headers=headers)
         except Exception as exc:
@@ -335,8 +351,16 @@ class NatsBroker:
         size = len(message.body)
         if self._max_size and size > self._max_size:
             raise PublishTooLargeError(size, self._max_size, f"exchange {message.exchange!r}")
-        subject = subject_for(message.exchange, message.envelope.routing_key)
-        return subject, headers_for(message.exchange, message.envelope)
+        env = message.envelope
+        subject = subject_for(message.exchange, env.routing_key)
+        headers = headers_for(message.exchange, env)
+        replay = env.headers.get(XH_REPLAY) if env.headers else None
+        if replay:
+            # A replayed dead letter keeps its message id; within the duplicate window
+            # JetStream would drop it as a repeat of its first publish.
+            headers[H_ORIGINAL_ID] = env.message_id
+            headers[H_MESSAGE_ID] = f"{env.message_id}:replay:{replay}"
+        return subject, headers
 
     async def publish(self, message: OutboundMessage) -> None:
         """Publish one message and wait for its JetStream ack.
