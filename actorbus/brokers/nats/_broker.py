@@ -96,6 +96,7 @@ class NatsBroker:
         self._get_lock = anyio.Lock()
         self._get_sub: Subscription | None = None
         self._get_inbox = ""
+        self._connect_error: str | None = None
 
     def __repr__(self) -> str:
         return f"<NatsBroker {self._url} ready={self.is_ready}>"
@@ -160,10 +161,14 @@ class NatsBroker:
                 reconnected_cb=self._on_reconnected,
             )
         except Exception as exc:
+            detail = self._error_text(exc)
+            if self._connect_error and self._connect_error not in detail:
+                detail = f"{self._connect_error} ({detail})"
             raise BrokerConnectionError(
-                self._url, f"{type(exc).__name__}: {exc}; is "
-                "nats-server running there (with -js)?"
-            ) from None  # fmt: skip
+                self._url, f"{detail}; is nats-server running there (with -js)?"
+            ) from None
+        finally:
+            self._connect_error = None
         nc.options["max_reconnect_attempts"] = -1  # once connected: reconnect forever
         self._nc = nc
         self._js = nc.jetstream(timeout=self._timeout)
@@ -219,7 +224,16 @@ class NatsBroker:
             self._nc = self._js = None
             self._get_sub = None
 
+    def _error_text(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"no answer within connect_timeout={self._options.connect_timeout:g} s"
+        text = str(exc)
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
     async def _on_error(self, exc: Exception) -> None:
+        if not self._entered:  # connecting: the one error of __aenter__ will name it
+            self._connect_error = self._error_text(exc)
+            return
         _log.warning("nats_error", url=self._url, error=f"{type(exc).__name__}: {exc}")
 
     async def _on_disconnected(self) -> None:
