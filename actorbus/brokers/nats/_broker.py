@@ -46,7 +46,7 @@ from ._mapping import (
     subject_matches,
 )
 from ._options import parse_nats_url
-from ._topology import TopologyManager
+from ._topology import ConsumerRef, TopologyManager
 
 if TYPE_CHECKING:
     from typing import Self
@@ -311,11 +311,35 @@ class NatsBroker:
             TopologyError: A declaration clashes with what exists, or a pattern cannot be
                 expressed as NATS subjects.
         """
+        manager = self._manager()
         try:
-            await self._manager().declare(topology)
+            await manager.declare(topology)
         except nats.errors.Error as exc:
             raise BrokerConnectionError(self._url, f"declaring topology failed: {exc}") from exc
         self._filters.clear()
+        bound = {binding.queue for binding in topology.bindings}
+        for sub in list(self._subs):
+            if sub.queue in bound:
+                self._follow(sub, (await manager.record(sub.queue)).consumers)
+
+    def _follow(self, sub: NatsSubscription, consumers: list[ConsumerRef]) -> None:
+        """Make a running subscription pull from consumers its queue got since it started.
+
+        A binding is a JetStream consumer of its own (nats-server 2.9: one filter subject
+        per consumer), so a binding declared after ``consume`` needs a pull loop of the
+        running subscription, as on RabbitMQ, where the queue's consumers receive what a new
+        binding routes. The loop shares the subscription's prefetch, health and cancel; it
+        runs in the broker's task group (the subscription's own started with it).
+        """
+        # NatsSubscription has no public way to add a consumer; this uses its loop directly.
+        if self._tg is None or sub._cancelled:
+            return
+        for ref in consumers:
+            if ref in sub._refs:
+                continue
+            sub._refs.append(ref)
+            sub._healthy[ref.name] = False  # not ready until the new loop pulls
+            self._tg.start_soon(sub._loop, ref)
 
     # ------------------------------------------------------------ publishing
 
