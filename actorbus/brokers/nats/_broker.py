@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,8 @@ class NatsBroker:
         self._get_sub: Subscription | None = None
         self._get_inbox = ""
         self._connect_error: str | None = None
+        self._connect_scope: anyio.CancelScope | None = None
+        self._tls_failed = False
 
     def __repr__(self) -> str:
         return f"<NatsBroker {self._url} ready={self.is_ready}>"
@@ -144,31 +147,7 @@ class NatsBroker:
                 "with anyio.run(..., backend='asyncio')"
             )
         opts = self._options
-        try:
-            nc = await nats.connect(
-                servers=opts.servers,
-                user=opts.user,
-                password=opts.password,
-                token=opts.token,
-                tls=opts.tls,
-                name=opts.name,
-                connect_timeout=opts.connect_timeout,
-                reconnect_time_wait=0.2,
-                max_reconnect_attempts=1,  # at connect: fail fast, with a clear error
-                allow_reconnect=True,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-            )
-        except Exception as exc:
-            detail = self._error_text(exc)
-            if self._connect_error and self._connect_error not in detail:
-                detail = f"{self._connect_error} ({detail})"
-            raise BrokerConnectionError(
-                self._url, f"{detail}; is nats-server running there (with -js)?"
-            ) from None
-        finally:
-            self._connect_error = None
+        nc = await self._connect()
         nc.options["max_reconnect_attempts"] = -1  # once connected: reconnect forever
         self._nc = nc
         self._js = nc.jetstream(timeout=self._timeout)
@@ -224,6 +203,60 @@ class NatsBroker:
             self._nc = self._js = None
             self._get_sub = None
 
+    async def _connect(self) -> Client:
+        """Connect to one of the servers, or raise one clear error within a bounded time.
+
+        nats-py tries each server twice (``max_reconnect_attempts=1``), each step bounded by
+        ``connect_timeout``. A failed TLS handshake is not retried: nats-py then hangs for
+        ever closing the connection (nats.py #718), so the attempt is cancelled at once, and
+        the whole connect is bounded as well.
+        """
+        opts = self._options
+        limit = opts.connect_timeout * 4 * 2 * len(opts.servers) + 1.0
+        self._connect_scope = anyio.CancelScope(deadline=anyio.current_time() + limit)
+        self._tls_failed = False
+        nc: Client | None = None
+        try:
+            with self._connect_scope:
+                nc = await nats.connect(
+                    servers=opts.servers,
+                    user=opts.user,
+                    password=opts.password,
+                    token=opts.token,
+                    tls=opts.tls,
+                    name=opts.name,
+                    connect_timeout=opts.connect_timeout,
+                    reconnect_time_wait=0.2,
+                    max_reconnect_attempts=1,  # at connect: fail fast, with a clear error
+                    allow_reconnect=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+        except Exception as exc:
+            detail = self._error_text(exc)
+            if self._connect_error and self._connect_error not in detail:
+                detail = f"{self._connect_error} ({detail})"
+            hint = (
+                "check the user and password (or token)"
+                if "Authorization" in detail
+                else "is nats-server running there (with -js)?"
+            )
+            raise BrokerConnectionError(self._url, f"{detail}; {hint}") from None
+        finally:
+            error, self._connect_error, self._connect_scope = self._connect_error, None, None
+        if nc is None:  # cancelled: a TLS failure, or no answer within the limit
+            if self._tls_failed:
+                raise BrokerConnectionError(
+                    self._url, f"TLS handshake failed: {error}; does the server's certificate "
+                    "match the host, and is its CA given (?tls_ca=FILE)?"
+                )  # fmt: skip
+            raise BrokerConnectionError(
+                self._url, f"no connection within {limit:g} s"
+                + (f" (last error: {error})" if error else "")
+            )  # fmt: skip
+        return nc
+
     def _error_text(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError):
             return f"no answer within connect_timeout={self._options.connect_timeout:g} s"
@@ -232,7 +265,14 @@ class NatsBroker:
 
     async def _on_error(self, exc: Exception) -> None:
         if not self._entered:  # connecting: the one error of __aenter__ will name it
-            self._connect_error = self._error_text(exc)
+            error = self._error_text(exc)
+            if self._connect_error is None:
+                self._connect_error = error
+            elif error not in self._connect_error:  # each different one, in order
+                self._connect_error = f"{self._connect_error}, then {error}"
+            if isinstance(exc, ssl.SSLError) and self._connect_scope is not None:
+                self._tls_failed = True
+                self._connect_scope.cancel()  # nats-py would hang closing it (nats.py #718)
             return
         _log.warning("nats_error", url=self._url, error=f"{type(exc).__name__}: {exc}")
 
