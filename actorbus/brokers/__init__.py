@@ -22,6 +22,7 @@ from ._deadletter import XH_ORIGINAL_EXCHANGE as XH_ORIGINAL_EXCHANGE
 from ._deadletter import XH_ORIGINAL_QUEUE as XH_ORIGINAL_QUEUE
 from ._deadletter import XH_ORIGINAL_ROUTING_KEY as XH_ORIGINAL_ROUTING_KEY
 from ._deadletter import XH_REASON as XH_REASON
+from ._deadletter import XH_REPLAY as XH_REPLAY
 from ._deadletter import DeadLetter as DeadLetter
 from ._deadletter import dead_letter_count as dead_letter_count
 from ._deadletter import dead_letter_queue as dead_letter_queue
@@ -72,6 +73,7 @@ __all__ = (
     "XH_ORIGINAL_QUEUE",
     "XH_ORIGINAL_ROUTING_KEY",
     "XH_REASON",
+    "XH_REPLAY",
     "Binding",
     "DeadLetter",
     "Broker",

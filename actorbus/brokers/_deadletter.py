@@ -11,11 +11,15 @@ console call them.
 Replay publishes a dead letter back to its original exchange and routing key with its
 ``message_id`` (``eventId``) unchanged, so idempotent consumers drop any that were handled
 after all; each is acked from the dead-letter queue only after the broker confirmed the
-copy, so a crash mid-replay duplicates at worst and never loses.
+copy, so a crash mid-replay duplicates at worst and never loses. A replayed copy carries a
+fresh :data:`XH_REPLAY` id: a broker that deduplicates by message id (NATS JetStream's
+``Nats-Msg-Id``) tells a replay from a repeated publish by it, instead of dropping the replay
+(and the retry and dead-letter copies of its new life) as duplicates of the first life.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +49,7 @@ __all__ = (
     "XH_ORIGINAL_QUEUE",
     "XH_ORIGINAL_ROUTING_KEY",
     "XH_REASON",
+    "XH_REPLAY",
     "dead_letter_count",
     "dead_letter_queue",
     "describe_dead_letter",
@@ -73,6 +78,8 @@ XH_ORIGINAL_ROUTING_KEY = "x-actorbus-original-routing-key"
 """Header: the routing key the message was first published with."""
 XH_ORIGINAL_QUEUE = "x-actorbus-original-queue"
 """Header: the queue the message was consumed from when it was dead-lettered."""
+XH_REPLAY = "x-actorbus-replay"
+"""Header: a fresh id on each replayed copy of a dead letter (its ``message_id`` is kept)."""
 
 # Values of XH_REASON: why a message died. Brokers set the first four; the app the others.
 REASON_REJECTED = "rejected"
@@ -274,6 +281,7 @@ async def replay_dead_letters(
 
 def _revived(env: Envelope, exchange: str, routing_key: str, body: bytes) -> OutboundMessage:
     headers = {k: v for k, v in (env.headers or {}).items() if k not in DEATH_HEADERS}
+    headers[XH_REPLAY] = uuid.uuid4().hex  # a new life: not a duplicate of the first publish
     envelope = Envelope(
         env.message_id,
         env.type,

@@ -27,7 +27,8 @@ def add_asyncapi_command(sub: Any) -> None:
         help="write the AsyncAPI 3.0 document of the services",
         description=(
             "Write the AsyncAPI 3.0 document (JSON) of every service of TARGET: a channel per "
-            "routing key on each exchange, per reply and per queue, with AMQP bindings; send "
+            "routing key on each exchange, per reply and per queue, with AMQP bindings (NATS "
+            "subjects and bindings for a nats:// server); send "
             "and receive operations per service; the JSON Schemas of every message version. "
             "Nothing connects to a broker. Exits 0 when written, 2 on a usage error."
         ),
@@ -55,10 +56,21 @@ def add_asyncapi_command(sub: Any) -> None:
     )
     parser.add_argument(
         "--server",
+        "--broker",
+        dest="server",
         metavar="URL",
         default=env("ACTORBUS_ASYNCAPI_SERVER", "amqp://127.0.0.1:5672/"),
         help="the broker written as the document's server (credentials dropped; 'none' for no "
-        "servers section) (env ACTORBUS_ASYNCAPI_SERVER; default amqp://127.0.0.1:5672/)",
+        "servers section); a nats:// or tls:// URL describes the NATS JetStream subjects, "
+        "consumers and bindings, any other AMQP exchanges and queues "
+        "(env ACTORBUS_ASYNCAPI_SERVER; default amqp://127.0.0.1:5672/)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("amqp", "nats"),
+        default=env("ACTORBUS_ASYNCAPI_PROTOCOL", "") or None,
+        help="describe this broker's mapping whatever the server URL says (needed with "
+        "--server none) (env ACTORBUS_ASYNCAPI_PROTOCOL; default: from the server URL)",
     )
     parser.set_defaults(handler=asyncapi_command)
 
@@ -73,6 +85,7 @@ def asyncapi_command(args: argparse.Namespace) -> int:
             title=args.title or args.target,
             version=args.api_version,
             server=None if args.server in ("none", "off", "") else args.server,
+            protocol=args.protocol,
         )
     except ConfigurationError as exc:
         _log.error("invalid_usage", error=str(exc))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ._asyncapi import AMQP_BINDING_VERSION as AMQP_BINDING_VERSION
 from ._asyncapi import ASYNCAPI_VERSION as ASYNCAPI_VERSION
+from ._asyncapi import NATS_BINDING_VERSION as NATS_BINDING_VERSION
 from ._asyncapi import build_asyncapi as build_asyncapi
 from ._console import ConsoleModel as ConsoleModel
 from ._graph import GraphFormat as GraphFormat
@@ -40,6 +41,7 @@ from ._schema import message_types as message_types
 __all__ = (
     "AMQP_BINDING_VERSION",
     "ASYNCAPI_VERSION",
+    "NATS_BINDING_VERSION",
     "SNAPSHOT_FORMAT",
     "ConsoleModel",
     "GraphFormat",

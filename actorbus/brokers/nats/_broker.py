@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,12 +34,20 @@ from ...exceptions import (
     QueueNotFoundError,
     UnroutableError,
 )
+from .._deadletter import XH_REPLAY
 from .._protocol import DeliveryCallback, OutboundMessage, Topology
 from ._consumer import NatsSubscription, admit
 from ._delivery import NatsDelivery
-from ._mapping import headers_for, stream_name, subject_for, subject_matches
+from ._mapping import (
+    H_MESSAGE_ID,
+    H_ORIGINAL_ID,
+    headers_for,
+    stream_name,
+    subject_for,
+    subject_matches,
+)
 from ._options import parse_nats_url
-from ._topology import TopologyManager
+from ._topology import ConsumerRef, TopologyManager
 
 if TYPE_CHECKING:
     from typing import Self
@@ -88,6 +97,9 @@ class NatsBroker:
         self._get_lock = anyio.Lock()
         self._get_sub: Subscription | None = None
         self._get_inbox = ""
+        self._connect_error: str | None = None
+        self._connect_scope: anyio.CancelScope | None = None
+        self._tls_failed = False
 
     def __repr__(self) -> str:
         return f"<NatsBroker {self._url} ready={self.is_ready}>"
@@ -135,27 +147,7 @@ class NatsBroker:
                 "with anyio.run(..., backend='asyncio')"
             )
         opts = self._options
-        try:
-            nc = await nats.connect(
-                servers=opts.servers,
-                user=opts.user,
-                password=opts.password,
-                token=opts.token,
-                tls=opts.tls,
-                name=opts.name,
-                connect_timeout=opts.connect_timeout,
-                reconnect_time_wait=0.2,
-                max_reconnect_attempts=1,  # at connect: fail fast, with a clear error
-                allow_reconnect=True,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-            )
-        except Exception as exc:
-            raise BrokerConnectionError(
-                self._url, f"{type(exc).__name__}: {exc}; is "
-                "nats-server running there (with -js)?"
-            ) from None  # fmt: skip
+        nc = await self._connect()
         nc.options["max_reconnect_attempts"] = -1  # once connected: reconnect forever
         self._nc = nc
         self._js = nc.jetstream(timeout=self._timeout)
@@ -211,7 +203,77 @@ class NatsBroker:
             self._nc = self._js = None
             self._get_sub = None
 
+    async def _connect(self) -> Client:
+        """Connect to one of the servers, or raise one clear error within a bounded time.
+
+        nats-py tries each server twice (``max_reconnect_attempts=1``), each step bounded by
+        ``connect_timeout``. A failed TLS handshake is not retried: nats-py then hangs for
+        ever closing the connection (nats.py #718), so the attempt is cancelled at once, and
+        the whole connect is bounded as well.
+        """
+        opts = self._options
+        limit = opts.connect_timeout * 4 * 2 * len(opts.servers) + 1.0
+        self._connect_scope = anyio.CancelScope(deadline=anyio.current_time() + limit)
+        self._tls_failed = False
+        nc: Client | None = None
+        try:
+            with self._connect_scope:
+                nc = await nats.connect(
+                    servers=opts.servers,
+                    user=opts.user,
+                    password=opts.password,
+                    token=opts.token,
+                    tls=opts.tls,
+                    name=opts.name,
+                    connect_timeout=opts.connect_timeout,
+                    reconnect_time_wait=0.2,
+                    max_reconnect_attempts=1,  # at connect: fail fast, with a clear error
+                    allow_reconnect=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+        except Exception as exc:
+            detail = self._error_text(exc)
+            if self._connect_error and self._connect_error not in detail:
+                detail = f"{self._connect_error} ({detail})"
+            hint = (
+                "check the user and password (or token)"
+                if "Authorization" in detail
+                else "is nats-server running there (with -js)?"
+            )
+            raise BrokerConnectionError(self._url, f"{detail}; {hint}") from None
+        finally:
+            error, self._connect_error, self._connect_scope = self._connect_error, None, None
+        if nc is None:  # cancelled: a TLS failure, or no answer within the limit
+            if self._tls_failed:
+                raise BrokerConnectionError(
+                    self._url, f"TLS handshake failed: {error}; does the server's certificate "
+                    "match the host, and is its CA given (?tls_ca=FILE)?"
+                )  # fmt: skip
+            raise BrokerConnectionError(
+                self._url, f"no connection within {limit:g} s"
+                + (f" (last error: {error})" if error else "")
+            )  # fmt: skip
+        return nc
+
+    def _error_text(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"no answer within connect_timeout={self._options.connect_timeout:g} s"
+        text = str(exc)
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
     async def _on_error(self, exc: Exception) -> None:
+        if not self._entered:  # connecting: the one error of __aenter__ will name it
+            error = self._error_text(exc)
+            if self._connect_error is None:
+                self._connect_error = error
+            elif error not in self._connect_error:  # each different one, in order
+                self._connect_error = f"{self._connect_error}, then {error}"
+            if isinstance(exc, ssl.SSLError) and self._connect_scope is not None:
+                self._tls_failed = True
+                self._connect_scope.cancel()  # nats-py would hang closing it (nats.py #718)
+            return
         _log.warning("nats_error", url=self._url, error=f"{type(exc).__name__}: {exc}")
 
     async def _on_disconnected(self) -> None:
@@ -266,7 +328,15 @@ class NatsBroker:
         return limit if isinstance(limit, int) else None
 
     async def publish_copy(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
-        """Publish a retry or dead-letter copy and await its JetStream ack."""
+        """Publish a retry or dead-letter copy and await its JetStream ack.
+
+        The copy of a replayed message gets the replay's id in its ``Nats-Msg-Id``: its first
+        life's copies (same message id, attempt and queue) may still be in the duplicate
+        window, and JetStream would drop this one as their duplicate, losing the message.
+        """
+        replay = headers.get(XH_REPLAY)
+        if replay and H_MESSAGE_ID in headers:
+            headers[H_MESSAGE_ID] = f"{headers[H_MESSAGE_ID]}:{replay}"
         try:
             await self.js.publish(subject, body, headers=headers)
         except Exception as exc:
@@ -281,11 +351,35 @@ class NatsBroker:
             TopologyError: A declaration clashes with what exists, or a pattern cannot be
                 expressed as NATS subjects.
         """
+        manager = self._manager()
         try:
-            await self._manager().declare(topology)
+            await manager.declare(topology)
         except nats.errors.Error as exc:
             raise BrokerConnectionError(self._url, f"declaring topology failed: {exc}") from exc
         self._filters.clear()
+        bound = {binding.queue for binding in topology.bindings}
+        for sub in list(self._subs):
+            if sub.queue in bound:
+                self._follow(sub, (await manager.record(sub.queue)).consumers)
+
+    def _follow(self, sub: NatsSubscription, consumers: list[ConsumerRef]) -> None:
+        """Make a running subscription pull from consumers its queue got since it started.
+
+        A binding is a JetStream consumer of its own (nats-server 2.9: one filter subject
+        per consumer), so a binding declared after ``consume`` needs a pull loop of the
+        running subscription, as on RabbitMQ, where the queue's consumers receive what a new
+        binding routes. The loop shares the subscription's prefetch, health and cancel; it
+        runs in the broker's task group (the subscription's own started with it).
+        """
+        # NatsSubscription has no public way to add a consumer; this uses its loop directly.
+        if self._tg is None or sub._cancelled:
+            return
+        for ref in consumers:
+            if ref in sub._refs:
+                continue
+            sub._refs.append(ref)
+            sub._healthy[ref.name] = False  # not ready until the new loop pulls
+            self._tg.start_soon(sub._loop, ref)
 
     # ------------------------------------------------------------ publishing
 
@@ -335,8 +429,16 @@ class NatsBroker:
         size = len(message.body)
         if self._max_size and size > self._max_size:
             raise PublishTooLargeError(size, self._max_size, f"exchange {message.exchange!r}")
-        subject = subject_for(message.exchange, message.envelope.routing_key)
-        return subject, headers_for(message.exchange, message.envelope)
+        env = message.envelope
+        subject = subject_for(message.exchange, env.routing_key)
+        headers = headers_for(message.exchange, env)
+        replay = env.headers.get(XH_REPLAY) if env.headers else None
+        if replay:
+            # A replayed dead letter keeps its message id; within the duplicate window
+            # JetStream would drop it as a repeat of its first publish.
+            headers[H_ORIGINAL_ID] = env.message_id
+            headers[H_MESSAGE_ID] = f"{env.message_id}:replay:{replay}"
+        return subject, headers
 
     async def publish(self, message: OutboundMessage) -> None:
         """Publish one message and wait for its JetStream ack.

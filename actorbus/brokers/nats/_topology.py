@@ -26,9 +26,10 @@ from nats.js.errors import (
 
 from ...exceptions import ExchangeNotFoundError, QueueNotFoundError, TopologyConflictError
 from .._protocol import Binding, ExchangeSpec, QueueSpec, Topology
-from ._mapping import (
+from ..nats_subjects import (
     DIRECT_STREAM,
     DLQ_STREAM,
+    binding_consumer_name,
     consumer_name,
     direct_subject,
     exchange_prefix,
@@ -284,7 +285,7 @@ class TopologyManager:
         refs = [
             ConsumerRef(
                 stream,
-                consumer_name(binding.queue, f"{stream} {subject}"),
+                binding_consumer_name(binding.queue, binding.exchange, subject),
                 subject,
                 binding.exchange,
             )

@@ -24,6 +24,7 @@ from ._shop import services as shop_services
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 VALIDATOR = TOOLS / "validate-asyncapi.cjs"
 PARSER = TOOLS / "node_modules" / "@asyncapi" / "parser" / "package.json"
+NATS = "nats://app:s3cret@127.0.0.1:4222"
 
 
 @pytest.fixture(autouse=True)
@@ -41,8 +42,8 @@ def target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return reference_target()
 
 
-def _document(capsys: pytest.CaptureFixture[str], target: str) -> dict[str, Any]:
-    assert main(["asyncapi", target]) == 0
+def _document(capsys: pytest.CaptureFixture[str], target: str, *extra: str) -> dict[str, Any]:
+    assert main(["asyncapi", target, *extra]) == 0
     document: dict[str, Any] = json.loads(capsys.readouterr().out)
     return document
 
@@ -73,8 +74,16 @@ def _refs(node: Any) -> Iterator[str]:
 # --------------------------------------------------------------- the document, in Python
 
 
-def test_every_reference_resolves(target: str, capsys: pytest.CaptureFixture[str]) -> None:
-    document = _document(capsys, target)
+BROKERS = pytest.mark.parametrize(
+    "broker", [(), ("--broker", "nats://127.0.0.1:4222")], ids=["amqp", "nats"]
+)
+
+
+@BROKERS
+def test_every_reference_resolves(
+    target: str, broker: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = _document(capsys, target, *broker)
     assert document["asyncapi"] == "3.0.0"
     refs = list(_refs(document))
     assert refs
@@ -82,10 +91,11 @@ def test_every_reference_resolves(target: str, capsys: pytest.CaptureFixture[str
         _resolve(document, ref)
 
 
+@BROKERS
 def test_operation_messages_belong_to_their_channel(
-    target: str, capsys: pytest.CaptureFixture[str]
+    target: str, broker: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    document = _document(capsys, target)
+    document = _document(capsys, target, *broker)
     for name, operation in document["operations"].items():
         channel = operation["channel"]["$ref"]
         assert operation["action"] in ("send", "receive"), name
@@ -297,7 +307,10 @@ def _system_documents(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, An
     """The documents of the self-made system and of both reference flows (when importable)."""
     from actorbus.cli._imports import resolve_services
 
-    documents = {"shop": build_asyncapi(shop_services())}
+    documents = {
+        "shop": build_asyncapi(shop_services()),
+        "shop-nats": build_asyncapi(shop_services(), server=NATS),
+    }
     for flow in ("choreography", "orchestration"):
         monkeypatch.setenv("ORDER_FLOW", flow)
         try:
@@ -306,6 +319,7 @@ def _system_documents(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, An
             print(f"reference system not validated: {exc!r}")
             continue
         documents[flow] = build_asyncapi(services, title="services")
+        documents[f"{flow}-nats"] = build_asyncapi(services, title="services", server=NATS)
     return documents
 
 
@@ -327,13 +341,21 @@ def test_the_parser_rejects_broken_documents(node: str, tmp_path: Path) -> None:
     ]
     dangling = build_asyncapi(shop_services())
     dangling["operations"]["orderSendOrderCreatedV2"]["channel"] = {"$ref": "#/channels/x"}
+    bad_nats = build_asyncapi(shop_services(), server=NATS)
+    bad_nats["operations"]["inventoryReceiveOrderCreatedV2"]["bindings"]["nats"]["queue"] = 7
     out = _validate(
         node,
-        {"binding": bad_binding, "foreign": foreign_message, "dangling": dangling},
+        {
+            "binding": bad_binding,
+            "foreign": foreign_message,
+            "dangling": dangling,
+            "nats": bad_nats,
+        },
         tmp_path,
     )
     for name, expected in [
         ("binding", "channels.orderCreated.bindings.amqp.exchange.type"),
+        ("nats", "operations.inventoryReceiveOrderCreatedV2.bindings.nats.queue"),
         ("foreign", "asyncapi3-operation-messages-from-referred-channel"),
         ("dangling", "invalid-ref"),
     ]:
@@ -393,3 +415,74 @@ def test_graph_and_asyncapi_refuse_services_with_the_same_name(
         build_asyncapi(twice)
     with pytest.raises(ConfigurationError, match="service names must be unique; repeated"):
         render_graph(twice)
+
+
+# ------------------------------------------------------------------ NATS JetStream
+
+
+def test_a_nats_broker_is_described_as_its_subjects_and_consumers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from actorbus.brokers import nats_subjects
+
+    document = _document(capsys, TARGET, "--broker", NATS)
+    assert document["servers"] == {
+        "broker": {
+            "host": "127.0.0.1:4222",
+            "protocol": "nats",
+            "description": "A NATS server with JetStream: the streams and durable consumers "
+            "of the services' exchanges and queues.",
+        }
+    }
+    assert "s3cret" not in json.dumps(document)
+    channels = document["channels"]
+    created = channels["orderCreated"]
+    assert created["address"] == "orders.topic.order.created"
+    assert created["x-nats-stream"] == "orders_topic"
+    assert "bindings" not in created  # NATS channel bindings are reserved: no fields
+    assert channels["inventoryQueue"]["address"] == "actorbus.direct.inventory.queue"
+    assert channels["inventoryReserveStockResult"]["address"] is None
+    for message in document["components"]["messages"].values():
+        assert "bindings" not in message
+    ops = document["operations"]
+    # An event is read from its subject by the binding's durable consumer ...
+    receive = ops["inventoryReceiveOrderCreatedV2"]
+    assert receive["channel"] == {"$ref": "#/channels/orderCreatedV2"}
+    subject = "orders.topic.order.created.v2"
+    assert receive["bindings"] == {
+        "nats": {
+            "queue": nats_subjects.binding_consumer_name(
+                "inventory.queue", "orders.topic", subject
+            ),
+            "bindingVersion": "0.1.0",
+        }
+    }
+    # ... a reply (bind=False) from the queue's own subject, by its home consumer.
+    reply = ops["orchestratorReceiveInventoryReserveStockResultV1"]
+    assert reply["channel"] == {"$ref": "#/channels/orchestratorQueue"}
+    assert reply["bindings"]["nats"]["queue"] == nats_subjects.consumer_name(
+        "orchestrator.queue", "home"
+    )
+    assert ops["orderSendOrderCreated"]["bindings"] == {"nats": {"bindingVersion": "0.1.0"}}
+    command = next(op for op in ops.values() if op.get("reply"))
+    assert command["reply"]["address"]["location"] == "$message.header#/Actorbus-Reply-To"
+
+
+def test_several_nats_hosts_are_several_servers_and_tls_is_said() -> None:
+    document = build_asyncapi(shop_services(), server="tls://u:pw@h1:4333,h2?tls_ca=/ca.pem")
+    servers = document["servers"]
+    assert [(s["host"], s["protocol"]) for s in servers.values()] == [
+        ("h1:4333", "nats"),
+        ("h2:4222", "nats"),
+    ]
+    assert list(servers) == ["broker1", "broker2"]
+    assert all("over TLS" in s["description"] for s in servers.values())
+    assert "pw" not in json.dumps(servers)
+
+
+def test_the_protocol_can_be_chosen_without_a_server(capsys: pytest.CaptureFixture[str]) -> None:
+    document = _document(capsys, TARGET, "--server", "none", "--protocol", "nats")
+    assert "servers" not in document
+    assert document["channels"]["orderCreated"]["address"] == "orders.topic.order.created"
+    amqp = _document(capsys, TARGET, "--broker", "sqlite:///x.db")
+    assert amqp["channels"]["orderCreated"]["bindings"]["amqp"]["is"] == "routingKey"
