@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -67,6 +67,28 @@ class Child:
         if self.process.returncode is None:
             os.kill(self.process.pid, signal.SIGKILL)
         await self.process.wait()
+
+
+async def wait_any(
+    children: Sequence[Child], probe: Callable[[], bool], what: str, within: float = WITHIN
+) -> None:
+    """Wait until ``probe()`` holds, re-checking on every new line of any of ``children``."""
+    with anyio.move_on_after(within):
+        while not probe():
+            # Taken before any await: a line arriving later sets one of these.
+            changes = [c._changed for c in children]
+            async with anyio.create_task_group() as tg:
+
+                async def watch(change: anyio.Event, tg: TaskGroup = tg) -> None:
+                    await change.wait()
+                    tg.cancel_scope.cancel()
+
+                for change in changes:
+                    tg.start_soon(watch, change)
+        return
+    if not probe():
+        lines = [c.lines[-3:] for c in children]
+        raise AssertionError(f"children did not reach {what!r} within {within:g} s: {lines}")
 
 
 @asynccontextmanager

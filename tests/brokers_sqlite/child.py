@@ -4,8 +4,8 @@ Run as ``python child.py MODE URL QUEUE [N]``; it prints one line per fact, flus
 so that the parent can wait for a state before it kills it:
 
 - ``consume URL QUEUE``: consume (prefetch 10) and ack everything; prints ``consuming``,
-  then ``got <body>`` on delivery and ``acked <body>`` once the ack is committed. Stops when
-  stdin closes.
+  then ``got <body>`` on delivery and ``acked <body>`` once ``ack()`` returned (with
+  ``acks=confirmed`` in the URL: once the ack is committed). Stops when stdin closes.
 - ``hold URL QUEUE N``: consume (prefetch N) and ack nothing; prints ``got <body> <redelivered>``
   and ``holding`` once N deliveries are held. Runs until killed.
 - ``publish URL QUEUE``: publish batches of 20 to the default exchange forever; prints

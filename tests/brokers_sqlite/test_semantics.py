@@ -11,7 +11,8 @@ import pytest
 
 from actorbus.brokers import XH_REASON, OutboundMessage, QueueSpec, Topology, connect
 from actorbus.brokers.sqlite import SqliteBroker
-from actorbus.exceptions import ConfigurationError
+from actorbus.brokers.sqlite._db import ACK, Op, Outcome
+from actorbus.exceptions import BrokerError, ConfigurationError
 from actorbus.messages import Envelope
 from actorbus.testing._conformance import DeliveryCollector, drain, wait_until
 
@@ -98,6 +99,74 @@ async def test_connect_picks_the_sqlite_broker(url: str) -> None:
     assert not broker.is_ready
 
 
+async def test_an_async_ack_is_committed_with_the_next_batch_and_at_close(url: str) -> None:
+    async with SqliteBroker(url) as broker:
+        assert not broker.confirm_acks
+        await broker.declare(Topology(queues=(QueueSpec(Q),)))
+        await broker.publish_batch([message(b"0"), message(b"1")])
+        first, second = await broker.get(Q), await broker.get(Q)
+        assert first is not None
+        assert second is not None
+        await first.ack()
+        assert await broker.queue_depth(Q) == 0  # a later operation: the ack ran before it
+        await second.ack()  # committed by closing (before the release of what is held)
+    async with SqliteBroker(url) as broker:
+        assert await broker.get(Q) is None, "an ack that returned before close is kept"
+
+
+async def test_an_async_ack_runs_again_after_a_failed_transaction(url: str) -> None:
+    async with SqliteBroker(url) as broker:
+        await broker.declare(Topology(queues=(QueueSpec(Q),)))
+        await broker.publish(message(b"once"))
+        d = await broker.get(Q)
+        assert d is not None
+        run = broker._db.run
+        failed: list[int] = []
+
+        def fail_once(ops: list[Op]) -> Outcome:
+            if not failed and any(op.kind == ACK for op in ops):
+                failed.append(len(ops))
+                raise BrokerError("sqlite broker file: simulated full disk")
+            return run(ops)
+
+        broker._db.run = fail_once  # type: ignore[method-assign]
+        await d.ack()
+        errors: list[str] = []
+        while True:  # the first batch holding the ack fails (maybe with this read in it)
+            try:
+                depth = await broker.queue_depth(Q)
+            except BrokerError as exc:
+                errors.append(str(exc))
+                continue
+            break
+        assert all("simulated" in error for error in errors)
+        assert failed, "the ack's transaction failed once"
+        assert depth == 0
+    async with SqliteBroker(url) as broker:
+        assert await broker.get(Q) is None, "the ack was committed, not released"
+
+
+async def test_confirmed_acks_return_after_their_commit(url: str) -> None:
+    async with SqliteBroker(f"{url}?acks=confirmed") as one, SqliteBroker(url) as two:
+        assert one.confirm_acks
+        await one.declare(Topology(queues=(QueueSpec(Q),)))
+        await one.publish(message(b"x"))
+        d = await one.get(Q)
+        assert d is not None
+        run = one._db.run
+        acked: list[bool] = []
+
+        def watch(ops: list[Op]) -> Outcome:
+            outcome = run(ops)
+            acked.extend(op.result for op in ops if op.kind == ACK)
+            return outcome
+
+        one._db.run = watch  # type: ignore[method-assign]
+        await d.ack()
+        assert acked == [True], "ack() returned only once its transaction committed"
+        assert await two.queue_depth(Q) == 0
+
+
 @pytest.mark.parametrize(
     ("url", "match"),
     [
@@ -106,6 +175,7 @@ async def test_connect_picks_the_sqlite_broker(url: str) -> None:
         ("sqlite:///b.sqlite3?synchronous=OFF", r"synchronous='OFF'.*FULL.*NORMAL"),
         ("sqlite:///b.sqlite3?lease=0", r"lease='0' must be a number >= 1"),
         ("sqlite:///b.sqlite3?fsync=1", r"unknown option\(s\) fsync; known: synchronous"),
+        ("sqlite:///b.sqlite3?acks=later", r"acks='later'.*async.*confirmed"),
         ("memory://", "needs a 'sqlite:///path' URL"),
     ],
 )

@@ -25,7 +25,9 @@ confirmed publish survives a power loss) or ``NORMAL`` (fsync only at checkpoint
 confirmed publish survives ``kill -9`` of the process, but the last commits before a power
 loss or kernel crash may be lost); ``lease`` (seconds, 10); ``poll`` (seconds, 1: the
 backstop for lost wake-up hints); ``busy_timeout`` (milliseconds, 10000); ``max_size_mb``
-(a cap on the file). See ``docs/embedded.md``.
+(a cap on the file); ``acks=async`` (default: ``ack()`` returns at once, the ack is committed
+with the next group commit, a crash before it redelivers) or ``confirmed`` (``ack()``
+returns once its commit is done). See ``docs/embedded.md``.
 
 Layout: :mod:`._options` (URL, error translation) ← :mod:`._db` (schema and the batches,
 blocking, run in a worker thread) ← :mod:`._delivery` ← :mod:`._broker`

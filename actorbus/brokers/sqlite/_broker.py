@@ -6,6 +6,12 @@ with prefetch room, reads), runs them in one transaction in a worker thread, the
 their callers, hands claimed messages to the subscriptions' callbacks and hints the other
 connections of the file. Two more tasks heartbeat the connection's lease and receive
 wake-up hints.
+
+Acks (with ``acks=async``, the default) are *detached*: ``ack()`` queues its operation and
+returns, the writer commits it with the next batch. A consumer that awaits each ack before
+its next message (the App's consumer actors do) would otherwise be held to one transaction
+per message, while concurrent publishers share each transaction by the dozen: under a burst
+the publishers would run far ahead and the burst be delivered mostly after it was published.
 """
 
 from __future__ import annotations
@@ -146,6 +152,11 @@ class SqliteBroker:
         return self._open and not self._closing
 
     @property
+    def confirm_acks(self) -> bool:
+        """Whether ``ack()`` waits for its commit (``acks=confirmed``) or returns at once."""
+        return self._opts.confirm_acks
+
+    @property
     def hints_enabled(self) -> bool:
         """Whether other processes wake this one at once (else only the backstop poll)."""
         return self._hints.enabled
@@ -238,6 +249,20 @@ class SqliteBroker:
             raise op.error
         return op.result
 
+    def enqueue(self, op: Op) -> None:
+        """Run ``op`` in the next group commit without waiting for it (a detached ack).
+
+        Nobody awaits it: after a failed transaction the writer runs it again (settling is
+        idempotent: it touches the row only while this connection holds it), and a lease
+        lost meanwhile is logged by the writer. Once the broker is closing it is dropped:
+        closing requeues every unsettled delivery anyway.
+        """
+        if not self._open or self._closing:
+            return
+        op.detached = True
+        self._ops.append(op)
+        self._wake.set()
+
     def _plan_claims(self) -> list[tuple[SqliteSubscription, Op]]:
         if not self._dirty or self._closing:
             return []
@@ -280,15 +305,32 @@ class SqliteBroker:
                         f"failed: {type(exc).__name__}: {exc}"
                     )
                 self._healthy = False
+                retry: list[Op] = []
                 for op in ops:
+                    if op.detached:
+                        op.result = None
+                        op.error = None
+                        retry.append(op)
+                        continue
                     op.error = exc
                     op.done.set()
+                self._ops[:0] = retry  # detached acks: again, ahead of what came since
                 self._dirty |= claimed_queues
                 _log.error("broker_transaction_failed", url=self.url, error=str(exc))
                 await anyio.sleep(_FAILURE_PAUSE)
                 continue
             self._healthy = True
             for op in ops:
+                if op.detached:
+                    if not op.result:
+                        _log.warning(
+                            "settle_lease_lost",
+                            queue=op.b,
+                            message_id=op.c,
+                            detail="the delivery's lease expired before it was settled; it was "
+                            "redelivered",
+                        )
+                    continue
                 op.done.set()
             for sub, op in claims:
                 self._hand_over(sub, op)

@@ -102,10 +102,11 @@ class Op:
     """One operation of a batch: built on the event loop, run in the thread, then awaited.
 
     ``done`` is set on the event loop after the batch committed (or failed), never from
-    the worker thread.
+    the worker thread. A *detached* op (an ``acks=async`` ack) has no caller waiting on it:
+    the writer runs it again after a failed transaction, and reports a lost lease itself.
     """
 
-    __slots__ = ("a", "b", "c", "d", "done", "error", "kind", "result")
+    __slots__ = ("a", "b", "c", "d", "detached", "done", "error", "kind", "result")
 
     def __init__(self, kind: int, a: Any = None, b: Any = None, c: Any = None, d: Any = None):
         self.kind = kind
@@ -116,6 +117,7 @@ class Op:
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = anyio.Event()
+        self.detached = False
 
 
 class Outcome:

@@ -1,9 +1,11 @@
 """Deliveries of the broker file, and the subscriptions and ``get`` that hold them.
 
 A :class:`SqliteDelivery` is a leased row: settling it (ack, nack, retry, dead-letter) is one
-operation of the connection's next group commit, and returns once that commit is on disk.
-It reaches its connection only through the :class:`Connection` Protocol, which
-:class:`~._broker.SqliteBroker` implements.
+operation of the connection's next group commit. ``nack``, ``retry`` and ``dead_letter``
+return once that commit is on disk; ``ack`` too with ``acks=confirmed``, and at once with
+``acks=async`` (the default: the ack is committed with the next batch, a crash before that
+redelivers the message). It reaches its connection only through the :class:`Connection`
+Protocol, which :class:`~._broker.SqliteBroker` implements.
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ class Connection(Protocol):
     @property
     def connected(self) -> bool:
         """Entered and not closing: subscriptions may receive."""
+        ...
+
+    @property
+    def confirm_acks(self) -> bool:
+        """Whether ``ack()`` waits for its commit, or queues it and returns."""
+        ...
+
+    def enqueue(self, op: Op) -> None:
+        """Run ``op`` in the next group commit without waiting for it."""
         ...
 
     async def submit(self, op: Op) -> Any:
@@ -111,11 +122,22 @@ class SqliteDelivery:
             )
 
     async def ack(self) -> None:
-        """Confirm that the message was processed; its row is deleted."""
+        """Confirm that the message was processed; its row is deleted.
+
+        With ``acks=confirmed`` this returns once the deletion is committed. With
+        ``acks=async`` (the default) it returns at once and the deletion is committed with
+        the connection's next group commit; if the process dies before that commit, the
+        message is redelivered (at-least-once, as a RabbitMQ ack lost with its connection).
+        """
         if not self._release():
             await checkpoint()
             return
-        await self._settle(Op(ACK, self.row))
+        conn = self.holder.conn
+        if conn.confirm_acks:
+            await self._settle(Op(ACK, self.row))
+            return
+        conn.enqueue(Op(ACK, self.row, self.queue, self.envelope.message_id))
+        await checkpoint()
 
     async def nack(self, *, requeue: bool = True) -> None:
         """Requeue the message in its place (redelivered, next attempt), or dead-letter it.

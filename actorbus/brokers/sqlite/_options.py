@@ -12,6 +12,9 @@
   lock another process holds before it fails.
 - ``max_size_mb``: refuse to grow the file beyond this (SQLite's ``max_page_count``); a full
   broker then fails publishes with a clear error instead of filling the disk.
+- ``acks=async`` (default) or ``confirmed``: whether ``Delivery.ack()`` returns at once (the
+  ack is committed with the connection's next group commit, as a RabbitMQ ``basic.ack`` is
+  sent without a confirm) or only once its commit is done.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .._url import redact, scheme_of
 
 __all__ = ("SqliteOptions", "parse_sqlite_url", "storage_error")
 
-_KNOWN = ("synchronous", "lease", "poll", "busy_timeout", "max_size_mb")
+_KNOWN = ("synchronous", "lease", "poll", "busy_timeout", "max_size_mb", "acks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,11 @@ class SqliteOptions:
         poll: Seconds between backstop polls.
         busy_timeout: Milliseconds to wait for another process's write lock.
         max_size_mb: Cap on the file's size, or ``None``.
+        confirm_acks: ``acks=confirmed``: ``ack()`` returns once its commit is done, so an
+            ack that returned is never redelivered, even after ``kill -9``. Otherwise
+            (``acks=async``) ``ack()`` returns at once and the ack rides the next group
+            commit: a consumer does not wait one transaction per message, and a crash
+            before that commit redelivers the message (at-least-once).
     """
 
     url: str
@@ -51,6 +59,7 @@ class SqliteOptions:
     poll: float = 1.0
     busy_timeout: int = 10_000
     max_size_mb: float | None = None
+    confirm_acks: bool = False
 
 
 def _number(url: str, key: str, raw: str, *, low: float) -> float:
@@ -104,6 +113,13 @@ def parse_sqlite_url(url: str) -> SqliteOptions:
     poll = _number(shown, "poll", params.get("poll", "1"), low=0.01)
     busy = _number(shown, "busy_timeout", params.get("busy_timeout", "10000"), low=0)
     max_size = params.get("max_size_mb")
+    acks = params.get("acks", "async").lower()
+    if acks not in ("async", "confirmed"):
+        raise ConfigurationError(
+            f"sqlite broker URL {shown!r}: acks={params['acks']!r} is not supported; use "
+            "async (ack() returns at once, the ack is committed with the next group commit) "
+            "or confirmed (ack() returns once its commit is done)"
+        )
     return SqliteOptions(
         url=shown,
         path=path,
@@ -112,6 +128,7 @@ def parse_sqlite_url(url: str) -> SqliteOptions:
         poll=poll,
         busy_timeout=int(busy),
         max_size_mb=_number(shown, "max_size_mb", max_size, low=0.1) if max_size else None,
+        confirm_acks=acks == "confirmed",
     )
 
 
