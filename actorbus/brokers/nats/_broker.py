@@ -112,6 +112,13 @@ class NatsBroker:
         return self._js
 
     @property
+    def nc(self) -> Client:
+        """The NATS connection (only while entered)."""
+        if self._nc is None:
+            raise BrokerConnectionError(self._url, "the broker is not connected; enter it first")
+        return self._nc
+
+    @property
     def connected(self) -> bool:
         """Whether the connection is up."""
         return self._connected
