@@ -24,6 +24,7 @@ The mapping (``docs/nats.md`` explains it at length):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -130,8 +131,12 @@ def stream_name(exchange: str) -> str:
     return _NAME_CHARS.sub("_", exchange) or "_"
 
 
+@functools.lru_cache(maxsize=4096)
 def subject_for(exchange: str, routing_key: str) -> str:
-    """Return the subject a message to ``exchange`` with ``routing_key`` is stored under."""
+    """Return the subject a message to ``exchange`` with ``routing_key`` is stored under.
+
+    Cached: publishers name few exchanges and keys, and the words are checked one by one.
+    """
     if not exchange:
         return direct_subject(routing_key)
     return f"{exchange_prefix(exchange)}.{_tokens(routing_key)}"
