@@ -192,11 +192,11 @@ class _Pull:
         "wake",
     )
 
-    def __init__(self, ref: ConsumerRef, *, secondary: bool, cap: int) -> None:
+    def __init__(self, ref: ConsumerRef) -> None:
         self.ref = ref
-        self.secondary = secondary
-        self.cap = 1 if secondary else cap
-        self.threshold = max(1, self.cap // 2)
+        self.secondary = True
+        self.cap = 1
+        self.threshold = 1
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{ref.stream}.{ref.name}"
         self.inbox = ""
         self.next_request = 0
@@ -204,6 +204,11 @@ class _Pull:
         self.requests: dict[str, tuple[int, float]] = {}  # reply subject → (batch, expiry)
         self.failure: str | None = None
         self.wake = anyio.Event()
+
+    def assign(self, *, secondary: bool, share: int) -> None:
+        self.secondary = secondary
+        self.cap = 1 if secondary else share
+        self.threshold = max(1, self.cap // 2)
 
     def forget_requests(self) -> None:
         self.requests.clear()
@@ -227,11 +232,10 @@ class NatsSubscription:
         self._callback = callback
         self.prefetch = prefetch
         self.unsettled = 0
-        bound = any(ref.exchange for ref in refs)
-        primary = [r for r in refs if not r.retry and (r.exchange or not bound)]
-        share = max(1, prefetch // max(1, len(primary)))
-        self._pulls = [_Pull(r, secondary=r not in primary, cap=share) for r in refs]
-        self._primary = [p for p in self._pulls if not p.secondary]
+        self._pulls = [_Pull(ref) for ref in refs]
+        self._primary: list[_Pull] = []
+        self._assign()
+        self._tg: anyio.abc.TaskGroup | None = None
         self._sleeping: list[_Pull] = []
         self._healthy = dict.fromkeys((ref.name for ref in refs), False)
         self._all_healthy = anyio.Event()
@@ -276,6 +280,38 @@ class NatsSubscription:
     async def publish_copy(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         """Publish a copy and await its JetStream ack."""
         await self._host.publish_copy(subject, body, headers)
+
+    # ------------------------------------------------------------ consumers
+
+    def _assign(self) -> None:
+        """Split the prefetch between the consumers (see the module docstring)."""
+        bound = any(p.ref.exchange for p in self._pulls)
+        primary = [p for p in self._pulls if not p.ref.retry and (p.ref.exchange or not bound)]
+        share = max(1, self.prefetch // max(1, len(primary)))
+        for pull in self._pulls:
+            pull.assign(secondary=pull not in primary, share=share)
+        self._primary = primary
+
+    def follow(self, ref: ConsumerRef) -> None:
+        """Pull from ``ref`` too: a consumer the queue got after this subscription started.
+
+        A binding declared after ``consume`` is a JetStream consumer of its own; its loop
+        shares this subscription's prefetch, health and cancel.
+        """
+        if self._cancelled or any(p.ref == ref for p in self._pulls):
+            return
+        pull = self._add(ref)
+        if self._tg is not None:
+            self._tg.start_soon(self._loop, pull)
+
+    def _add(self, ref: ConsumerRef) -> _Pull:
+        if ref not in self._refs:
+            self._refs.append(ref)
+        pull = _Pull(ref)
+        self._pulls.append(pull)
+        self._healthy[ref.name] = False  # not ready until its loop pulls
+        self._assign()
+        return pull
 
     # ------------------------------------------------------------ room
 
@@ -400,12 +436,14 @@ class NatsSubscription:
         try:
             with self._scope:
                 async with anyio.create_task_group() as tg:
+                    self._tg = tg
                     for pull in self._pulls:
                         tg.start_soon(self._loop, pull)
                     with anyio.move_on_after(10):
                         await self._all_healthy.wait()
                     task_status.started()
         finally:
+            self._tg = None
             self._done.set()
 
     def _stopped(self) -> bool:
@@ -416,7 +454,11 @@ class NatsSubscription:
         if healthy and all(self._healthy.values()):
             self._all_healthy.set()
 
-    async def _loop(self, pull: _Pull) -> None:
+    async def _loop(self, pull: _Pull | ConsumerRef) -> None:
+        if not isinstance(pull, _Pull):  # a loop started from outside: see follow()
+            if self._cancelled:
+                return
+            pull = next((p for p in self._pulls if p.ref == pull), None) or self._add(pull)
         backoff = 0.05
         ref = pull.ref
         while not self._stopped():
