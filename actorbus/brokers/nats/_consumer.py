@@ -298,11 +298,10 @@ class NatsSubscription:
         A binding declared after ``consume`` is a JetStream consumer of its own; its loop
         shares this subscription's prefetch, health and cancel.
         """
-        if self._cancelled or any(p.ref == ref for p in self._pulls):
+        tg = self._tg
+        if self._cancelled or tg is None or any(p.ref == ref for p in self._pulls):
             return
-        pull = self._add(ref)
-        if self._tg is not None:
-            self._tg.start_soon(self._loop, pull)
+        tg.start_soon(self._loop, self._add(ref))
 
     def _add(self, ref: ConsumerRef) -> _Pull:
         if ref not in self._refs:
