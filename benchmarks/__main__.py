@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -26,7 +27,7 @@ import structlog
 
 from . import bench_codec
 from ._common import Settings
-from ._node import rabbitmq
+from ._node import nats_server, rabbitmq
 from ._stats import CaseResult, Progress, Series
 
 __all__ = ("format_table", "main")
@@ -50,7 +51,15 @@ def _parser() -> argparse.ArgumentParser:
         help="RabbitMQ to use (amqp://...); default: start a throwaway node on 127.0.0.1 "
         "(env ACTORBUS_BENCH_BROKER)",
     )
-    parser.add_argument("--no-amqp", action="store_true", help="run the in-process cases only")
+    parser.add_argument(
+        "--nats",
+        metavar="URL",
+        default=os.environ.get("ACTORBUS_BENCH_NATS"),
+        help="nats-server with JetStream to use (nats://...); default: start a throwaway "
+        "nats-server -js on 127.0.0.1 (env ACTORBUS_BENCH_NATS)",
+    )
+    parser.add_argument("--no-amqp", action="store_true", help="skip the RabbitMQ cases")
+    parser.add_argument("--no-nats", action="store_true", help="skip the NATS cases")
     parser.add_argument(
         "--json",
         metavar="FILE",
@@ -73,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="run only the cases whose name starts with PREFIX (repeatable): codec, actor, "
-        "memory, amqp, peers, store, flow, saga, request, embedded",
+        "memory, amqp, peers, nats, store, flow, saga, request, embedded",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -138,6 +147,10 @@ async def _async_cases(settings: Settings, loop: str, run: _Run) -> None:
                 lambda: bench_amqp.run(settings, loop, only=run.only),
             )
         )
+    if settings.nats_url is not None:
+        from . import bench_nats
+
+        suites.append(("nats", ("nats",), lambda: bench_nats.run(settings, loop, only=run.only)))
     suites.append(
         ("store", ("store", "flow"), lambda: bench_store.run(settings, loop, only=run.only))
     )
@@ -247,8 +260,16 @@ def _meta(
             "anyio": anyio.__version__ if hasattr(anyio, "__version__") else None,
             "aiormq": getattr(aiormq, "__version__", None),
             "msgspec": msgspec.__version__,
+            "nats-py": _version("nats-py"),
         },
     }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,11 +303,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "amqp", "peers", "store", "flow", "saga", "request", "embedded"
     )
     how = "not used"
+    nats_how = "not used"
     with contextlib.ExitStack() as stack:
         if need_amqp:
             settings.amqp_url, how = stack.enter_context(rabbitmq(args.broker, progress))
             if settings.amqp_url is None:
                 notes.append(how)
+        if not args.no_nats and run.wanted("nats"):
+            settings.nats_url, nats_how = stack.enter_context(nats_server(args.nats, progress))
+            if settings.nats_url is None:
+                notes.append(nats_how)
         for loop in loops:
             progress(f"event loop: {loop}")
             anyio.run(
@@ -308,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(↑ higher is better, ↓ lower is better)."
     )
     doc = {
-        "meta": _meta(args, settings, loops, how) | {"seconds": elapsed, "notes": notes},
+        "meta": _meta(args, settings, loops, how)
+        | {"nats": nats_how, "seconds": elapsed, "notes": notes},
         "results": [r.to_json() for r in run.results],
         "crashed": run.crashed,
     }

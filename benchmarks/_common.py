@@ -72,6 +72,7 @@ class Settings:
         rounds: Measured rounds per variant.
         scale: Multiplies each case's message count.
         amqp_url: The RabbitMQ to use, or ``None`` to run the in-process cases only.
+        nats_url: The nats-server (with JetStream) to use, or ``None`` to skip NATS.
         prefetch: Consumer prefetch (actorbus ``Service.prefetch`` and raw ``basic.qos``).
         confirm_window: Publishes awaiting their confirm at once.
         progress: Where progress lines go.
@@ -82,6 +83,7 @@ class Settings:
     scale: float
     amqp_url: str | None
     progress: Progress
+    nats_url: str | None = None
     prefetch: int = 256
     confirm_window: int = 1000
 

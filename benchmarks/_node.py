@@ -1,13 +1,14 @@
-"""Where the RabbitMQ of a run comes from: ``--broker URL``, or a throwaway node."""
+"""Where the brokers of a run come from: ``--broker`` / ``--nats URL``, or throwaway ones."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator
 
 from ._stats import Progress
 
-__all__ = ("rabbitmq",)
+__all__ = ("nats_server", "rabbitmq")
 
 
 def _node_class() -> type | None:
@@ -50,3 +51,41 @@ def rabbitmq(url: str | None, progress: Progress) -> Iterator[tuple[str | None, 
     finally:
         progress("stopping the RabbitMQ node ...")
         node.close()
+
+
+@contextlib.contextmanager
+def nats_server(url: str | None, progress: Progress) -> Iterator[tuple[str | None, str]]:
+    """Yield ``(url, how)``: the given URL, a throwaway ``nats-server -js``, or ``None`` and why.
+
+    Args:
+        url: ``--nats``; used as is when given.
+        progress: Where progress lines go.
+    """
+    if importlib.util.find_spec("nats") is None:
+        yield None, "nats-py is not installed (pip install 'actorbus[nats]'): NATS cases skipped"
+        return
+    if url:
+        yield url, "given with --nats"
+        return
+    from actorbus.testing import NatsServer
+    from actorbus.testing._nats import find_nats_server
+
+    if find_nats_server() is None:
+        yield None, "nats-server is not installed: NATS cases skipped"
+        return
+    progress("starting a throwaway nats-server -js on 127.0.0.1 ...")
+    server: NatsServer | None = None
+    try:
+        server = NatsServer(name="actorbus-bench")
+        server.start()
+    except Exception as exc:
+        if server is not None:
+            server.close()
+        yield None, f"the throwaway nats-server did not start ({exc}): NATS cases skipped"
+        return
+    progress(f"nats-server ready on {server.url}")
+    try:
+        yield server.url, "throwaway nats-server"
+    finally:
+        progress("stopping the nats-server ...")
+        server.close()

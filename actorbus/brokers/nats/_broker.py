@@ -124,6 +124,13 @@ class NatsBroker:
         return self._js
 
     @property
+    def nc(self) -> Client:
+        """The NATS connection (only while entered)."""
+        if self._nc is None:
+            raise BrokerConnectionError(self._url, "the broker is not connected; enter it first")
+        return self._nc
+
+    @property
     def connected(self) -> bool:
         """Whether the connection is up."""
         return self._connected
@@ -368,18 +375,10 @@ class NatsBroker:
         A binding is a JetStream consumer of its own (nats-server 2.9: one filter subject
         per consumer), so a binding declared after ``consume`` needs a pull loop of the
         running subscription, as on RabbitMQ, where the queue's consumers receive what a new
-        binding routes. The loop shares the subscription's prefetch, health and cancel; it
-        runs in the broker's task group (the subscription's own started with it).
+        binding routes. The loop shares the subscription's prefetch, health and cancel.
         """
-        # NatsSubscription has no public way to add a consumer; this uses its loop directly.
-        if self._tg is None or sub._cancelled:
-            return
         for ref in consumers:
-            if ref in sub._refs:
-                continue
-            sub._refs.append(ref)
-            sub._healthy[ref.name] = False  # not ready until the new loop pulls
-            self._tg.start_soon(sub._loop, ref)
+            sub.follow(ref)
 
     # ------------------------------------------------------------ publishing
 

@@ -129,7 +129,7 @@ class NatsDelivery:
         if self._sync:
             await self._msg.ack_sync()
         else:
-            await self._msg._client.publish(self._msg.reply, b"+ACK")
+            await self._msg.ack()
 
     async def nack(self, *, requeue: bool = True) -> None:
         """Redeliver the message at once (``-NAK``), or dead-letter it (reason ``rejected``)."""

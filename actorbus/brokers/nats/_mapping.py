@@ -24,7 +24,7 @@ The mapping (``docs/nats.md`` explains it at length):
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -131,8 +131,12 @@ def stream_name(exchange: str) -> str:
     return _NAME_CHARS.sub("_", exchange) or "_"
 
 
+@functools.lru_cache(maxsize=4096)
 def subject_for(exchange: str, routing_key: str) -> str:
-    """Return the subject a message to ``exchange`` with ``routing_key`` is stored under."""
+    """Return the subject a message to ``exchange`` with ``routing_key`` is stored under.
+
+    Cached: publishers name few exchanges and keys, and the words are checked one by one.
+    """
     if not exchange:
         return direct_subject(routing_key)
     return f"{exchange_prefix(exchange)}.{_tokens(routing_key)}"
@@ -256,6 +260,13 @@ def headers_for(
     return h
 
 
+def _seconds(text: str, default: float | None) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return default
+
+
 def envelope_from_headers(
     headers: Mapping[str, str] | None,
     routing_key: str,
@@ -267,42 +278,43 @@ def envelope_from_headers(
 
     ``routing_key`` (decoded from the subject) is used when the publisher was not actorbus.
     """
-    h = headers or {}
-    typed = h.get(H_JSON)
-    json_names = frozenset(typed.split(",")) if typed else frozenset()
+    if not headers:
+        key = routing_key
+        envelope = Envelope("", key, key, timestamp=timestamp, redelivered=redelivered)
+        return "", envelope, 0.0
+    h = headers
+    get = h.get
     app: dict[str, Any] = {}
     for name, value in h.items():
-        if name in _RESERVED or name.startswith("Nats-"):
-            continue
-        if name in json_names:
-            try:
-                app[name] = _json_decode(value)
-            except msgspec.DecodeError:
-                app[name] = value
-        else:
+        if name not in _RESERVED and not name.startswith("Nats-"):
             app[name] = value
+    typed = get(H_JSON)
+    if typed:
+        for name in typed.split(","):
+            text = app.get(name)
+            if isinstance(text, str):
+                try:
+                    app[name] = _json_decode(text)
+                except msgspec.DecodeError:
+                    continue  # kept as the text it is
     attempt = app.get("x-actorbus-attempt", 1)
-    stamp = h.get(H_TIMESTAMP)
+    stamp = get(H_TIMESTAMP)
     if stamp is not None:
-        with contextlib.suppress(ValueError):
-            timestamp = float(stamp)
-    key = h.get(H_ROUTING_KEY, routing_key)
+        timestamp = _seconds(stamp, timestamp)
+    key = get(H_ROUTING_KEY, routing_key)
     envelope = Envelope(
-        h.get(H_ORIGINAL_ID) or h.get(H_MESSAGE_ID, ""),
-        h.get(H_TYPE, key),
+        get(H_ORIGINAL_ID) or get(H_MESSAGE_ID, ""),
+        get(H_TYPE, key),
         key,
-        correlation_id=h.get(H_CORRELATION),
-        causation_id=h.get(H_CAUSATION),
-        reply_to=h.get(H_REPLY_TO),
-        content_type=h.get(H_CONTENT_TYPE, "application/json"),
+        correlation_id=get(H_CORRELATION),
+        causation_id=get(H_CAUSATION),
+        reply_to=get(H_REPLY_TO),
+        content_type=get(H_CONTENT_TYPE, "application/json"),
         headers=app,
         timestamp=timestamp,
         redelivered=redelivered,
         attempt=attempt if isinstance(attempt, int) else 1,
     )
-    not_before = h.get(H_NOT_BEFORE)
-    try:
-        due = float(not_before) if not_before else 0.0
-    except ValueError:
-        due = 0.0
-    return h.get(H_EXCHANGE, ""), envelope, due
+    not_before = get(H_NOT_BEFORE)
+    due = _seconds(not_before, 0.0) if not_before else 0.0
+    return get(H_EXCHANGE, ""), envelope, due
