@@ -25,15 +25,25 @@ The mapping (``docs/nats.md`` explains it at length):
 from __future__ import annotations
 
 import functools
-import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-from ...exceptions import TopologyError
 from ...messages import Envelope
+from ..nats_subjects import (
+    DIRECT_STREAM,
+    DLQ_STREAM,
+    consumer_name,
+    direct_subject,
+    exchange_prefix,
+    filters_for,
+    home_stream,
+    kv_key,
+    retry_subject,
+    stream_name,
+)
+from ..nats_subjects import subject_for as _subject_for
 
 __all__ = (
     "DIRECT_STREAM",
@@ -48,17 +58,13 @@ __all__ = (
     "exchange_prefix",
     "filters_for",
     "headers_for",
+    "home_stream",
     "kv_key",
     "retry_subject",
     "stream_name",
     "subject_matches",
     "subject_for",
 )
-
-DIRECT_STREAM = "ACTORBUS"
-"""The stream of the default exchange (``actorbus.direct.<queue>``) and of retry waits."""
-DLQ_STREAM = "ACTORBUS_DLQ"
-"""The stream of every dead-letter queue (``actorbus.dlq.<queue>``)."""
 
 H_MESSAGE_ID = "Nats-Msg-Id"
 H_ORIGINAL_ID = "Actorbus-Message-Id"  # a copy (retry, dead letter) has its own Nats-Msg-Id
@@ -91,16 +97,8 @@ _RESERVED = frozenset(
     }
 )
 
-_PLAIN_WORD = re.compile(r"[^\s.*>%]+")
-_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
-
-
-def _word(word: str) -> str:
-    if _PLAIN_WORD.fullmatch(word):
-        return word
-    return "%" + word.encode().hex()
 
 
 def _unword(token: str) -> str:
@@ -112,80 +110,14 @@ def _unword(token: str) -> str:
     return token
 
 
-def _tokens(key: str) -> str:
-    return ".".join(_word(w) for w in key.split("."))
-
-
 def decode_key(tokens: list[str]) -> str:
     """Return the routing key (or queue name) that the subject tokens ``tokens`` encode."""
     return ".".join(_unword(t) for t in tokens)
 
 
-def exchange_prefix(exchange: str) -> str:
-    """Return the subject prefix of ``exchange``: its words as tokens (``orders.topic``)."""
-    return _tokens(exchange)
-
-
-def stream_name(exchange: str) -> str:
-    """Return the stream of ``exchange``: ``orders.topic`` → ``orders_topic``."""
-    return _NAME_CHARS.sub("_", exchange) or "_"
-
-
-@functools.lru_cache(maxsize=4096)
-def subject_for(exchange: str, routing_key: str) -> str:
-    """Return the subject a message to ``exchange`` with ``routing_key`` is stored under.
-
-    Cached: publishers name few exchanges and keys, and the words are checked one by one.
-    """
-    if not exchange:
-        return direct_subject(routing_key)
-    return f"{exchange_prefix(exchange)}.{_tokens(routing_key)}"
-
-
-def direct_subject(queue: str) -> str:
-    """Return the subject of ``queue`` on the default exchange (its dead letters' for ``.dlq``)."""
-    if queue.endswith(".dlq"):
-        return f"actorbus.dlq.{_tokens(queue[:-4])}"
-    return f"actorbus.direct.{_tokens(queue)}"
-
-
-def retry_subject(queue: str) -> str:
-    """Return the subject where retries of ``queue`` wait their delay."""
-    return f"actorbus.retry.{_tokens(queue)}"
-
-
-def home_stream(queue: str) -> str:
-    """Return the stream holding ``queue``'s default-exchange subject."""
-    return DLQ_STREAM if queue.endswith(".dlq") else DIRECT_STREAM
-
-
-def filters_for(exchange: str, exchange_type: str, pattern: str) -> list[str]:
-    """Return the filter subjects of a binding of ``exchange`` with ``pattern``.
-
-    Raises:
-        TopologyError: A topic pattern has ``#`` before its last word (NATS's ``>`` must be
-            the last token).
-    """
-    prefix = exchange_prefix(exchange)
-    if exchange_type == "fanout":
-        return [f"{prefix}.>"]
-    if exchange_type == "direct":
-        return [f"{prefix}.{_tokens(pattern)}"]
-    words = pattern.split(".")
-    if "#" in words[:-1]:
-        raise TopologyError(
-            f"binding pattern {pattern!r} of exchange {exchange!r} has '#' before its last "
-            "word, which NATS subjects cannot express ('>' must be last); bind with '*' "
-            "words, or with a trailing '#'"
-        )
-    tokens = ["*" if w == "*" else _word(w) for w in words]
-    if words[-1] != "#":
-        return [f"{prefix}.{'.'.join(tokens)}"]
-    head = tokens[:-1]
-    if not head:
-        return [f"{prefix}.>"]
-    joined = ".".join(head)
-    return [f"{prefix}.{joined}", f"{prefix}.{joined}.>"]
+#: :func:`~actorbus.brokers.nats_subjects.subject_for`, cached: publishers name few
+#: exchanges and keys, and the words are checked one by one.
+subject_for = functools.lru_cache(maxsize=4096)(_subject_for)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -198,29 +130,6 @@ def subject_matches(pattern: str, subject: str) -> bool:
         if i >= len(have) or (token != "*" and token != have[i]):
             return False
     return len(want) == len(have)
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:10]
-
-
-def consumer_name(queue: str, role: str) -> str:
-    """Return the durable consumer name of ``queue`` for ``role`` (``home``, ``retry``, a filter).
-
-    Consumer names cannot hold ``.``, ``*``, ``>`` or whitespace; a hash of the exact queue
-    name keeps ``a.b`` and ``a_b`` apart.
-    """
-    base = f"{_NAME_CHARS.sub('_', queue)[:60]}-{_short_hash(queue)}"
-    if role == "home":
-        return base
-    if role == "retry":
-        return f"{base}-retry"
-    return f"{base}-{_short_hash(role)}"
-
-
-def kv_key(queue: str) -> str:
-    """Return the key of ``queue``'s record in the topology bucket."""
-    return f"q.{_NAME_CHARS.sub('_', queue)[:100]}.{_short_hash(queue)}"
 
 
 def headers_for(
