@@ -93,7 +93,7 @@ async def test_no_server_there_exits_1_with_one_line_naming_the_url(tmp_path: Pa
     code, lines, text, elapsed = await _run_against(
         tmp_path, f"nats://bob:hunter2@127.0.0.1:{port}"
     )
-    _check_one_clear_line(code, lines, text, port, elapsed, "Connection refused")
+    _check_one_clear_line(code, lines, text, port, elapsed, "ConnectionRefusedError")
 
 
 async def test_a_silent_server_exits_1_within_the_connect_timeout(
