@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import anyio
+import nats
 import pytest
+from nats.aio.msg import Msg
+from nats.js.api import DiscardPolicy
 
 from actorbus.brokers import (
     REASON_MESSAGE_TOO_LARGE,
@@ -16,8 +19,15 @@ from actorbus.brokers import (
     peek_dead_letters,
 )
 from actorbus.brokers.nats import NatsBroker
+from actorbus.brokers.nats._mapping import stream_name
 from actorbus.brokers.nats._options import parse_nats_url
-from actorbus.exceptions import BrokerConnectionError, ConfigurationError, TopologyError
+from actorbus.exceptions import (
+    BrokerConnectionError,
+    ConfigurationError,
+    ExchangeNotFoundError,
+    PublishNackedError,
+    TopologyError,
+)
 from actorbus.testing._conformance import DeliveryCollector, drain, make_message, wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.anyio]
@@ -109,3 +119,52 @@ async def test_malformed_payload_reaches_the_consumer_and_can_be_dead_lettered(
         assert dead.body == "{not json"
         with anyio.fail_after(5):
             assert await broker.queue_depth("bad.queue.dlq") == 1  # peek left it in place
+
+
+async def test_a_refused_publish_names_jetstream_s_reason(nats_url: str) -> None:
+    # A JetStream error reply ({"error": {...}}) is a nack: not stored, the caller retries.
+    async with NatsBroker(nats_url) as broker:
+        await broker.declare(topology("full"))
+        info = await broker.js.stream_info(stream_name("full.topic"))
+        config = info.config
+        config.max_msgs, config.discard = 1, DiscardPolicy.NEW
+        await broker.js.update_stream(config)
+        await broker.publish(make_message("full.topic", "order.created", b"first"))
+        refused = make_message("full.topic", "order.created", b"second")
+        with pytest.raises(PublishNackedError, match="maximum messages exceeded") as info_:
+            await broker.publish(refused)
+        assert info_.value.message_id == refused.envelope.message_id
+        assert (info_.value.exchange, info_.value.routing_key) == ("full.topic", "order.created")
+        with pytest.raises(PublishNackedError, match="maximum messages exceeded"):
+            await broker.publish_batch([make_message("full.topic", "order.created", b"third")])
+
+
+async def test_a_subject_without_stream_is_an_unknown_exchange(nats_url: str) -> None:
+    async with NatsBroker(nats_url) as broker:
+        message = make_message("nowhere.topic", "order.created", mandatory=False)
+        with pytest.raises(ExchangeNotFoundError, match=r"nowhere\.topic"):
+            await broker.publish(message)
+        with pytest.raises(ExchangeNotFoundError, match=r"nowhere\.topic"):
+            await broker.publish_batch([message])
+
+
+async def test_lost_acks_fail_publish_and_publish_batch_within_the_timeout(nats_url: str) -> None:
+    # A responder that never answers stands for acks lost with a connection: js.publish_async's
+    # futures would wait for ever; the broker's fail after request_timeout.
+    silent = await nats.connect(nats_url)
+    try:
+        await silent.subscribe("silent.topic.>", cb=_ignore)
+        await silent.flush()
+        async with NatsBroker(nats_url, request_timeout=0.3) as broker:
+            messages = [make_message("silent.topic", "k", mandatory=False) for _ in range(3)]
+            with anyio.fail_after(5):
+                with pytest.raises(BrokerConnectionError, match="no JetStream ack"):
+                    await broker.publish(messages[0])
+                with pytest.raises(BrokerConnectionError, match="no JetStream ack"):
+                    await broker.publish_batch(messages)
+    finally:
+        await silent.close()
+
+
+async def _ignore(msg: Msg) -> None:
+    return None

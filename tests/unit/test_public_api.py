@@ -39,7 +39,7 @@ FORBIDDEN = {
 NATIVE = {
     "aiormq": ("actorbus.brokers.amqp",),
     "pamqp": ("actorbus.brokers.amqp",),
-    "asyncio": ("actorbus.brokers.amqp",),
+    "asyncio": ("actorbus.brokers.amqp", "actorbus.brokers.nats"),
     "nats": ("actorbus.brokers.nats",),
     "asyncpg": ("actorbus.stores",),
     "psycopg": ("actorbus.stores",),

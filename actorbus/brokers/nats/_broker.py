@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -36,6 +37,7 @@ from ...exceptions import (
 )
 from .._deadletter import XH_REPLAY
 from .._protocol import DeliveryCallback, OutboundMessage, Topology
+from ._acks import AckWaiter, decode_ack
 from ._consumer import NatsSubscription, admit
 from ._delivery import NatsDelivery
 from ._mapping import (
@@ -62,6 +64,18 @@ __all__ = ("NatsBroker",)
 
 _log = get_logger("actorbus.brokers", broker="nats")
 _NO_WAIT = json.dumps({"batch": 1, "no_wait": True}).encode()
+_STATUS, _NO_RESPONDERS = "Status", "503"
+#: Acks a ``publish_batch`` awaits at once (``js.publish_async``'s default bound).
+_BATCH_WINDOW = 4000
+
+
+def _nacked(
+    exchange: str, routing_key: str, message_id: str | None, reason: str | None, code: int | None
+) -> PublishNackedError:
+    """A :class:`PublishNackedError` whose message ends with JetStream's reason."""
+    error = PublishNackedError(exchange, routing_key, message_id)
+    error.args = (f"{error.args[0]} (JetStream: {reason or 'no reason given'}, err_code {code})",)
+    return error
 
 
 class NatsBroker:
@@ -86,6 +100,7 @@ class NatsBroker:
         self._timeout = request_timeout
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._acks: AckWaiter | None = None
         self._topology: TopologyManager | None = None
         self._tg: TaskGroup | None = None
         self._entered = False
@@ -168,6 +183,8 @@ class NatsBroker:
             ) from None  # fmt: skip
         if not self._max_size:
             self._max_size = nc.max_payload
+        self._acks = AckWaiter(nc, self._timeout)
+        await self._acks.start()
         self._topology = TopologyManager(
             self._js,
             replicas=opts.replicas,
@@ -206,6 +223,9 @@ class NatsBroker:
                     await self._nc.flush(timeout=2)
                 with contextlib.suppress(Exception):
                     await self._nc.close()
+            if self._acks is not None:
+                self._acks.close()
+                self._acks = None
             self._connected = False
             self._nc = self._js = None
             self._get_sub = None
@@ -344,10 +364,14 @@ class NatsBroker:
         replay = headers.get(XH_REPLAY)
         if replay and H_MESSAGE_ID in headers:
             headers[H_MESSAGE_ID] = f"{headers[H_MESSAGE_ID]}:{replay}"
+        message_id = headers.get(H_MESSAGE_ID)
         try:
-            await self.js.publish(subject, body, headers=headers)
+            reply = await (await self._send(subject, body, headers))
         except Exception as exc:
-            raise self._publish_error(exc, "", subject, headers.get("Nats-Msg-Id")) from exc
+            raise self._publish_error(exc, "", subject, message_id) from exc
+        error = self._refusal(reply, "", subject, message_id)
+        if error is not None:
+            raise error
 
     # ------------------------------------------------------------ topology
 
@@ -411,18 +435,55 @@ class NatsBroker:
     def _publish_error(
         self, exc: Exception, exchange: str, routing_key: str, message_id: str | None
     ) -> Exception:
-        if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        if isinstance(exc, nats.js.errors.NoStreamResponseError | nats.errors.NoRespondersError):
             return ExchangeNotFoundError(exchange, routing_key)
         if isinstance(exc, nats.errors.MaxPayloadError):
             return PublishTooLargeError(0, self._max_size, f"exchange {exchange!r}")
         if isinstance(exc, nats.js.errors.APIError):
-            return PublishNackedError(exchange, routing_key, message_id)
+            return _nacked(exchange, routing_key, message_id, exc.description, exc.err_code)
         if isinstance(exc, nats.errors.TimeoutError | nats.errors.ConnectionClosedError):
             return BrokerConnectionError(
                 self._url, f"no JetStream ack for message {message_id!r} ({type(exc).__name__}); "
                 "it may or may not be stored: publish it again (Nats-Msg-Id deduplicates)"
             )  # fmt: skip
         return PublishError(f"publishing to {exchange!r} / {routing_key!r} failed: {exc}")
+
+    def _refusal(
+        self, reply: Msg, exchange: str, routing_key: str, message_id: str | None
+    ) -> Exception | None:
+        """Return the error a JetStream publish reply stands for, ``None`` for an ack.
+
+        The mapping of ``js.publish``'s errors: no responders (no stream holds the subject)
+        is :class:`ExchangeNotFoundError`, an API error reply a :class:`PublishNackedError`
+        naming JetStream's reason.
+        """
+        if reply.headers and reply.headers.get(_STATUS) == _NO_RESPONDERS:
+            return ExchangeNotFoundError(exchange, routing_key)
+        try:
+            ack = decode_ack(reply.data)
+        except msgspec.DecodeError:
+            return PublishError(
+                f"publishing to {exchange!r} / {routing_key!r}: not a JetStream ack: "
+                f"{reply.data[:200]!r}"
+            )
+        if ack.error is not None:
+            return _nacked(
+                exchange, routing_key, message_id, ack.error.description, ack.error.err_code
+            )
+        return None
+
+    async def _send(self, subject: str, body: bytes, headers: dict[str, str]) -> Awaitable[Msg]:
+        """Publish with a reply subject of :class:`AckWaiter`'s; return the ack's future."""
+        nc, acks = self._nc, self._acks
+        if nc is None or acks is None:
+            raise BrokerConnectionError(self._url, "the broker is not connected; enter it first")
+        reply, future = acks.expect()
+        try:
+            await nc.publish(subject, body, reply=reply, headers=headers)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
 
     def _prepare(self, message: OutboundMessage) -> tuple[str, dict[str, str]]:
         size = len(message.body)
@@ -446,48 +507,65 @@ class NatsBroker:
             UnroutableError: ``message.mandatory`` and no queue is bound to its routing key.
             ExchangeNotFoundError: The exchange (stream) does not exist.
             PublishTooLargeError: The body exceeds ``max_message_size``.
-            PublishNackedError: JetStream refused it.
-            BrokerConnectionError: No ack arrived (the connection was lost).
+            PublishNackedError: JetStream refused it (its reason in the message).
+            BrokerConnectionError: No ack arrived within ``request_timeout`` (the connection
+                was lost, or the server is overloaded).
         """
         subject, headers = self._prepare(message)
         if message.mandatory:
             await self._check_routable(message, subject)
         try:
-            await self.js.publish(subject, message.body, headers=headers)
+            reply = await (await self._send(subject, message.body, headers))
         except Exception as exc:
             env = message.envelope
             raise self._publish_error(
                 exc, message.exchange, env.routing_key, env.message_id
             ) from exc
+        env = message.envelope
+        error = self._refusal(reply, message.exchange, env.routing_key, env.message_id)
+        if error is not None:
+            raise error
 
     async def publish_batch(self, messages: Sequence[OutboundMessage]) -> None:
         """Publish several messages pipelined and wait until all are acked.
 
+        At most 4 000 acks are awaited at once (``js.publish_async``'s bound); each one for
+        at most ``request_timeout`` (a lost connection does not leave the batch hanging).
+
         Raises:
             PublishError: At least one was not acked; the first failure, after all settled.
         """
-        js = self.js
-        pending: list[tuple[OutboundMessage, Any]] = []
-        first: Exception | None = None
+        pending: list[tuple[OutboundMessage, Awaitable[Msg]]] = []
+        errors: list[Exception] = []
+        settled = 0
+
+        async def settle(index: int) -> None:
+            message, future = pending[index]
+            env = message.envelope
+            try:
+                reply = await future
+                error = self._refusal(reply, message.exchange, env.routing_key, env.message_id)
+            except Exception as exc:
+                error = self._publish_error(exc, message.exchange, env.routing_key, env.message_id)
+            if error is not None:
+                errors.append(error)
+
         for message in messages:
             subject, headers = self._prepare(message)
             if message.mandatory:
                 await self._check_routable(message, subject)
-            pending.append(
-                (message, await js.publish_async(subject, message.body, headers=headers))
-            )
-        for message, future in pending:
             try:
-                ack = await future
-                if isinstance(ack, Exception):
-                    raise ack
+                future = await self._send(subject, message.body, headers)
             except Exception as exc:
-                env = message.envelope
-                first = first or self._publish_error(
-                    exc, message.exchange, env.routing_key, env.message_id
-                )
-        if first is not None:
-            raise first
+                future = AckWaiter.failed(exc)
+            pending.append((message, future))
+            if len(pending) - settled >= _BATCH_WINDOW:
+                await settle(settled)
+                settled += 1
+        for index in range(settled, len(pending)):
+            await settle(index)
+        if errors:
+            raise errors[0]
 
     # ------------------------------------------------------------ consuming
 
