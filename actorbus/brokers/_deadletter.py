@@ -239,26 +239,30 @@ async def replay_dead_letters(
 
     Each copy keeps its ``message_id`` and loses the death headers; the dead letter is acked
     only after the broker confirmed the copy. Dead letters with no recorded origin are left
-    in place (logged as ``replay_skipped``).
+    in place (logged as ``replay_skipped``). Only the dead letters waiting when the replay
+    starts are replayed: a copy that fails again meanwhile waits for the next replay.
 
     Args:
         broker: A connected broker.
         queue: The work queue (its dead-letter queue is ``queue.dlq``) or a ``.dlq``.
-        limit: Replay at most this many, oldest first; all when ``None``.
+        limit: Replay at most this many, oldest first; all that wait when ``None``.
         message_id: Replay only the message with this id (the others stay in place).
 
     Raises:
         QueueNotFoundError: The dead-letter queue does not exist.
     """
     dlq = dead_letter_queue(queue)
-    await broker.queue_depth(dlq)
+    # Only what is there now: a replay that fails again while this runs is dead-lettered
+    # anew and must wait for the next replay, or a failing consumer would loop forever.
+    waiting = await broker.queue_depth(dlq)
     replayed: list[str] = []
     skipped: list[Delivery] = []
     try:
-        while limit is None or len(replayed) < limit:
+        while waiting > 0 and (limit is None or len(replayed) < limit):
             delivery = await broker.get(dlq)
             if delivery is None:
                 break
+            waiting -= 1
             env = delivery.envelope
             if message_id is not None and env.message_id != message_id:
                 skipped.append(delivery)
