@@ -252,7 +252,9 @@ class App:
 
         queues = {s.name: s.queue.name for s in self.services}
         registry = None if setting is True else setting
-        return AppMetrics(queues, self.broker, lambda: self.is_ready, registry=registry)
+        metrics = AppMetrics(queues, self.broker, lambda: self.is_ready, registry=registry)
+        metrics.requests = self.requester.stats
+        return metrics
 
     def _measured_publisher(self, service: str) -> Any:
         if self.metrics is None:  # pragma: no cover - only called with metrics

@@ -179,6 +179,7 @@ class Requester:
         key = message.envelope.message_id
         pending = self._pending[key] = _Pending()
         stats = self.stats
+        stats.in_flight = len(self._pending)
         try:
             await channel.publish(message)
             stats.sent += 1
@@ -194,6 +195,7 @@ class Requester:
         finally:
             # Gone before the reply: a reply arriving now is late (dropped and counted).
             self._pending.pop(key, None)
+            stats.in_flight = len(self._pending)
         stats.replied += 1
         envelope = pending.envelope
         if envelope is None:  # pragma: no cover - set with the event

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -273,6 +273,8 @@ class AppMetrics:
         self.supervisors: dict[str, SupervisorRef] = {}
         self.consumers: dict[str, list[ActorRef]] = {}
         self.http = HttpMetrics()
+        #: The requester's counters (``app.requester.stats``), exported when set.
+        self.requests: RequestCounts | None = None
         registry.register(_AppCollector(self, dict(queues), broker, ready))
 
     def queue(self, service: str, queue: str, types: Iterable[str]) -> QueueMetrics:
@@ -303,6 +305,42 @@ class AppMetrics:
         """Stop exporting actor gauges (the actors are gone)."""
         self.supervisors.clear()
         self.consumers.clear()
+
+
+class RequestCounts(Protocol):
+    """What the App's requester counted (``app.requester.stats``), read at scrape time."""
+
+    sent: int
+    replied: int
+    timed_out: int
+    late_replies: int
+    in_flight: int
+
+
+def _request_families(counts: RequestCounts | None) -> Iterator[Metric]:
+    if counts is None:
+        return
+    sent = CounterMetricFamily(
+        "actorbus_requests", "Requests (app.request / ctx.request) sent, awaiting a reply."
+    )
+    sent.add_metric([], counts.sent)
+    outcomes = CounterMetricFamily(
+        "actorbus_request_outcomes",
+        "Requests that ended: replied in time, or timed out.",
+        labels=["outcome"],
+    )
+    outcomes.add_metric(["replied"], counts.replied)
+    outcomes.add_metric(["timed_out"], counts.timed_out)
+    late = CounterMetricFamily(
+        "actorbus_request_late_replies",
+        "Replies that came after their request gave up (dropped).",
+    )
+    late.add_metric([], counts.late_replies)
+    in_flight = GaugeMetricFamily(
+        "actorbus_requests_in_flight", "Requests waiting for their reply now."
+    )
+    in_flight.add_metric([], counts.in_flight)
+    yield from (sent, outcomes, late, in_flight)
 
 
 class _AppCollector(Collector):
@@ -400,6 +438,7 @@ class _AppCollector(Collector):
         for (method, route), histogram in list(http.durations.items()):
             durations.add_metric([method, route], histogram.buckets(), histogram.sum)
         yield from (requests, durations)
+        yield from _request_families(metrics.requests)
 
         depth = GaugeMetricFamily(
             "actorbus_mailbox_depth",

@@ -18,10 +18,17 @@ from actorbus import App, Command, Event, HandlerContext, RejectMessage, RetryPo
 from actorbus.app import MemoryInbox
 from actorbus.brokers import OutboundMessage
 from actorbus.brokers.memory import MemoryBroker
-from actorbus.exceptions import ConfigurationError, ExchangeNotFoundError
+from actorbus.exceptions import ConfigurationError, ExchangeNotFoundError, RequestTimeoutError
 from actorbus.messages import Envelope
 from actorbus.runtime import Backoff
 from actorbus.testing import wait_until_idle
+from tests.unit.app._request_cases import (
+    EXCHANGE,
+    NeverAnswered,
+    ReserveStock,
+    StockReserved,
+    stock_service,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -363,3 +370,16 @@ async def test_a_failing_collector_answers_500_and_the_app_keeps_running(tmp_pat
         assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
         await app.publish(Job(kind="ok"))
         await probe.wait_for(1)  # still consuming
+
+
+async def test_requests_are_counted_by_outcome() -> None:
+    async with App([stock_service()], broker="memory://", exchange=EXCHANGE) as app:
+        assert value(app, "actorbus_requests_total") == 0
+        await app.request(ReserveStock(order_id="o-1", qty=1), StockReserved, timeout=10)
+        with pytest.raises(RequestTimeoutError):
+            await app.request(NeverAnswered(order_id="o-2"), StockReserved, timeout=0.05)
+        assert value(app, "actorbus_requests_total") == 2
+        assert value(app, "actorbus_request_outcomes_total", outcome="replied") == 1
+        assert value(app, "actorbus_request_outcomes_total", outcome="timed_out") == 1
+        assert value(app, "actorbus_request_late_replies_total") == 0
+        assert value(app, "actorbus_requests_in_flight") == 0
