@@ -7,6 +7,7 @@ import uuid
 import anyio
 import pytest
 
+from actorbus.brokers.memory import MemoryBroker
 from tests.stores._postgres_fixture import postgres_url as postgres_url
 from tests.unit.app._saga_cases import (
     Ledger,
@@ -49,11 +50,12 @@ async def test_competing_processes_move_an_instance_once(postgres_url: str) -> N
         running([orchestrator(saga_b)], url, broker="memory://b") as b,
     ):
         await start(a, saga_a, "p-3", "carol")
-        with anyio.fail_after(15):
-            for _ in range(1000):
-                if (await saga_a.get(a.contexts["trips"], "p-3")).step == "charge":
-                    break
-                await anyio.sleep(0.02)
+        broker = a.broker
+        assert isinstance(broker, MemoryBroker)
+        with anyio.fail_after(15):  # the step moves, then its command is published: wake on it
+            while (await saga_a.get(a.contexts["trips"], "p-3")).step != "charge":
+                with anyio.move_on_after(0.05):
+                    await broker.wait_for_change()
         before = await saga_a.get(a.contexts["trips"], "p-3")
         later = before.deadline + 1  # type: ignore[operator]
         moved: list[int] = []

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from actorbus import App, Saga
+from actorbus.brokers.memory import MemoryBroker
 from actorbus.exceptions import ConfigurationError, SagaNotFoundError
 from actorbus.testing import ManualClock
 
@@ -173,9 +174,15 @@ class _Thin(msgspec.Struct):
 
 
 async def _until_step(saga: Saga[Trip], app: App, trip_id: str, step: str) -> None:
-    """Wait (polling the store: another process could have moved it) for ``step``."""
+    """Wait for ``step``, re-reading the store whenever the memory broker's state changes.
+
+    A step moves in a transaction whose command is published after its COMMIT: the change
+    that wakes us comes after the new step is visible (the short backstop covers a change
+    between the read and the wait).
+    """
+    broker = app.broker
+    assert isinstance(broker, MemoryBroker)
     with anyio.fail_after(15):
-        for _ in range(10_000):
-            if (await saga.get(app.contexts["trips"], trip_id)).step == step:
-                return
-            await anyio.sleep(0.02)
+        while (await saga.get(app.contexts["trips"], trip_id)).step != step:
+            with anyio.move_on_after(0.05):
+                await broker.wait_for_change()
