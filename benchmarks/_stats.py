@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
 import sys
@@ -293,4 +294,42 @@ class Arrivals:
         """Wait until every expected message arrived; return the round's sample."""
         with anyio.fail_after(timeout):
             await self.done.wait()
+        return Sample(self.expected - 1, self.last - self.first)
+
+
+class TimedRound:
+    """Arrival times of one round, for consumers whose callbacks run on the asyncio loop.
+
+    ``hit(index)`` records message ``index``'s arrival (its latency is arrival minus its
+    publish time); the round is done when ``expected`` arrived. An ``asyncio.Event``, not
+    anyio's: the raw aiormq and nats-py callbacks it times run on the loop directly.
+    """
+
+    __slots__ = ("arrived", "count", "done", "expected", "first", "last")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.arrived = [0.0] * expected
+        self.done = asyncio.Event()
+
+    def hit(self, index: int) -> None:
+        now = time.perf_counter()
+        if not self.count:
+            self.first = now
+        self.arrived[index] = now
+        self.count += 1
+        if self.count == self.expected:
+            self.last = now
+            self.done.set()
+
+    async def wait(self, timeout: float = 120.0) -> None:
+        """Wait until every expected message arrived."""
+        async with asyncio.timeout(timeout):
+            await self.done.wait()
+
+    def consume_sample(self) -> Sample:
+        """``expected - 1`` messages over first → last arrival."""
         return Sample(self.expected - 1, self.last - self.first)

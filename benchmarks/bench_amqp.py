@@ -37,12 +37,11 @@ from actorbus.messages import SCHEMA_VERSION_HEADER, Envelope
 
 from . import bench_peers
 from ._common import OrderCreated, PlainOrderCreated, Settings, make_events, make_plain
-from ._stats import CaseResult, Sample, Series, interleaved
+from ._stats import CaseResult, Sample, Series, TimedRound, interleaved
 
 __all__ = ("run",)
 
 _now = time.perf_counter
-_ROUND_TIMEOUT = 120.0
 _E2E_BATCH = 50
 
 _CONSUME_X, _CONSUME_Q = "bench.consume.x", "bench.consume"
@@ -53,37 +52,6 @@ _KEY = "order.created"
 
 _plain_encode = msgspec.json.Encoder().encode
 _plain_decode = msgspec.json.Decoder(PlainOrderCreated).decode
-
-
-class _Round:
-    """What the consumer of one round writes: first/last arrival, per-message arrival."""
-
-    __slots__ = ("arrived", "count", "done", "expected", "first", "last")
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.first = 0.0
-        self.last = 0.0
-        self.arrived = [0.0] * expected
-        self.done = asyncio.Event()
-
-    def hit(self, index: int) -> None:
-        now = _now()
-        if not self.count:
-            self.first = now
-        self.arrived[index] = now
-        self.count += 1
-        if self.count == self.expected:
-            self.last = now
-            self.done.set()
-
-    async def wait(self) -> None:
-        async with asyncio.timeout(_ROUND_TIMEOUT):
-            await self.done.wait()
-
-    def consume_sample(self) -> Sample:
-        return Sample(self.expected - 1, self.last - self.first)
 
 
 def raw_properties(event: PlainOrderCreated) -> Basic.Properties:
@@ -134,7 +102,7 @@ class RawConsumer:
 
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self.channel = channel
-        self.state = _Round(0)
+        self.state = TimedRound(0)
         self._tag = 0
         self._acked = 0
         self._threshold = 1
@@ -270,7 +238,7 @@ async def _consume(
     wanted: Callable[[str], bool],
 ) -> list[CaseResult]:
     prefetch = settings.prefetch
-    current = _Round(0)
+    current = TimedRound(0)
     service = Service("benchc", queue=_CONSUME_Q, exchange=_CONSUME_X, prefetch=prefetch)
 
     @service.on(OrderCreated)
@@ -289,7 +257,7 @@ async def _consume(
     async def actorbus_round(n: int) -> Sample:
         nonlocal current
         await preload(n)
-        current = state = _Round(n)
+        current = state = TimedRound(n)
         async with App([service], broker=url, data_dir=data_dir):
             await state.wait()
         return state.consume_sample()
@@ -297,7 +265,7 @@ async def _consume(
     async def raw_round(n: int) -> Sample:
         await preload(n)
         consumer = RawConsumer(await connection.channel())
-        consumer.state = state = _Round(n)
+        consumer.state = state = TimedRound(n)
         await consumer.start(_CONSUME_Q, prefetch)
         await state.wait()
         await consumer.stop()
@@ -447,7 +415,7 @@ async def _e2e(
 ) -> list[CaseResult]:
     prefetch = settings.prefetch
     in_flight_batches = max(1, settings.confirm_window // _E2E_BATCH)
-    current = _Round(0)
+    current = TimedRound(0)
     service = Service("benche", queue=_E2E_Q, exchange=_E2E_X, prefetch=prefetch)
 
     @service.on(OrderCreated)
@@ -487,7 +455,7 @@ async def _e2e(
         async def actorbus_round(n: int) -> Sample:
             nonlocal current
             events = make_events(n)
-            current = state = _Round(n)
+            current = state = TimedRound(n)
 
             async def publish(lo: int, hi: int) -> None:
                 await broker.publish_batch(_outbound(_E2E_X, app, events[lo:hi]))
@@ -500,7 +468,7 @@ async def _e2e(
 
         async def raw_round(n: int) -> Sample:
             events = make_plain(n)
-            raw_consumer.state = state = _Round(n)
+            raw_consumer.state = state = TimedRound(n)
             publish_one = raw_pub.basic_publish
 
             async def publish(lo: int, hi: int) -> None:

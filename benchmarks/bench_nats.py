@@ -43,7 +43,7 @@ from actorbus.brokers.nats._mapping import consumer_name, headers_for, stream_na
 from actorbus.messages import SCHEMA_VERSION_HEADER, Envelope
 
 from ._common import OrderCreated, PlainOrderCreated, Settings, make_events, make_plain
-from ._stats import Arrivals, CaseResult, Sample, Series, interleaved
+from ._stats import Arrivals, CaseResult, Sample, Series, TimedRound, interleaved
 from .bench_peers import _model
 
 __all__ = ("run",)
@@ -64,34 +64,6 @@ _RAW_AWAIT = "raw js.publish"
 
 _plain_encode = msgspec.json.Encoder().encode
 _plain_decode = msgspec.json.Decoder(PlainOrderCreated).decode
-
-
-class _Round:
-    """What the consumer of one round writes: first/last arrival, per-message arrival."""
-
-    __slots__ = ("arrived", "count", "done", "expected", "first", "last")
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.first = 0.0
-        self.last = 0.0
-        self.arrived = [0.0] * expected
-        self.done = asyncio.Event()
-
-    def hit(self, index: int) -> None:
-        now = _now()
-        if not self.count:
-            self.first = now
-        self.arrived[index] = now
-        self.count += 1
-        if self.count == self.expected:
-            self.last = now
-            self.done.set()
-
-    async def wait(self) -> None:
-        async with asyncio.timeout(_ROUND_TIMEOUT):
-            await self.done.wait()
 
 
 def _outbound(exchange: str, app: App, events: Sequence[OrderCreated]) -> list[OutboundMessage]:
@@ -151,7 +123,7 @@ class RawConsumer:
         self.js = js
         self.stream = stream
         self.consumer = consumer
-        self.state: Any = _Round(0)
+        self.state: Any = TimedRound(0)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, prefetch: int) -> None:
@@ -500,7 +472,7 @@ async def _e2e(
     prefetch = settings.prefetch
     window = settings.confirm_window
     in_flight_batches = max(1, window // _E2E_BATCH)
-    current = _Round(0)
+    current = TimedRound(0)
     service = Service("nbenche", queue=_E2E_Q, exchange=_E2E_X, prefetch=prefetch)
 
     @service.on(OrderCreated)
@@ -548,7 +520,7 @@ async def _e2e(
             async def actorbus_round(n: int) -> Sample:
                 nonlocal current
                 events = make_events(n)
-                current = state = _Round(n)
+                current = state = TimedRound(n)
 
                 async def publish(lo: int, hi: int) -> None:
                     await broker.publish_batch(_outbound(_E2E_X, app, events[lo:hi]))
@@ -562,7 +534,7 @@ async def _e2e(
 
             async def raw_round(n: int) -> Sample:
                 events = make_plain(n)
-                raw_consumer.state = state = _Round(n)
+                raw_consumer.state = state = TimedRound(n)
                 subject = subject_for(raw_x, _KEY)
 
                 async def publish(lo: int, hi: int) -> None:
