@@ -333,3 +333,33 @@ class TimedRound:
     def consume_sample(self) -> Sample:
         """``expected - 1`` messages over first → last arrival."""
         return Sample(self.expected - 1, self.last - self.first)
+
+
+async def produce_batches(
+    n: int,
+    size: int,
+    in_flight: int,
+    publish_batch: Callable[[int, int], Awaitable[None]],
+) -> list[float]:
+    """Publish messages ``0 … n-1`` in batches of ``size``, ``in_flight`` batches at a time.
+
+    ``publish_batch(lo, hi)`` publishes messages ``lo … hi-1`` and returns once they are
+    confirmed. Returns each message's send time (its batch's start), for latencies.
+    """
+    sent = [0.0] * n
+    room = asyncio.Semaphore(in_flight)
+
+    async def batch(lo: int, hi: int) -> None:
+        try:
+            t0 = time.perf_counter()
+            for i in range(lo, hi):
+                sent[i] = t0
+            await publish_batch(lo, hi)
+        finally:
+            room.release()
+
+    async with asyncio.TaskGroup() as tg:
+        for lo in range(0, n, size):
+            await room.acquire()
+            tg.create_task(batch(lo, min(n, lo + size)))
+    return sent

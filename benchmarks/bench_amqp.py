@@ -37,7 +37,7 @@ from actorbus.messages import SCHEMA_VERSION_HEADER, Envelope
 
 from . import bench_peers
 from ._common import OrderCreated, PlainOrderCreated, Settings, make_events, make_plain
-from ._stats import CaseResult, Sample, Series, TimedRound, interleaved
+from ._stats import CaseResult, Sample, Series, TimedRound, interleaved, produce_batches
 
 __all__ = ("run",)
 
@@ -422,25 +422,6 @@ async def _e2e(
     async def handle(event: OrderCreated, ctx: HandlerContext) -> None:
         current.hit(event.qty)
 
-    async def produce(n: int, publish_batch: Callable[[int, int], Awaitable[None]]) -> list[float]:
-        sent = [0.0] * n
-        sem = asyncio.Semaphore(in_flight_batches)
-
-        async def batch(lo: int, hi: int) -> None:
-            try:
-                t0 = _now()
-                for i in range(lo, hi):
-                    sent[i] = t0
-                await publish_batch(lo, hi)
-            finally:
-                sem.release()
-
-        async with asyncio.TaskGroup() as tg:
-            for lo in range(0, n, _E2E_BATCH):
-                await sem.acquire()
-                tg.create_task(batch(lo, min(n, lo + _E2E_BATCH)))
-        return sent
-
     await admin.exchange_declare(_E2E_RAW_X, exchange_type="topic", durable=True)
     await admin.queue_declare(_E2E_RAW_Q, durable=True)
     await admin.queue_bind(_E2E_RAW_Q, _E2E_RAW_X, routing_key=_KEY)
@@ -461,7 +442,7 @@ async def _e2e(
                 await broker.publish_batch(_outbound(_E2E_X, app, events[lo:hi]))
 
             start = _now()
-            sent = await produce(n, publish)
+            sent = await produce_batches(n, _E2E_BATCH, in_flight_batches, publish)
             await state.wait()
             elapsed = state.last - start
             return Sample(n, elapsed, [a - s for a, s in zip(state.arrived, sent, strict=True)])
@@ -486,7 +467,7 @@ async def _e2e(
                 )
 
             start = _now()
-            sent = await produce(n, publish)
+            sent = await produce_batches(n, _E2E_BATCH, in_flight_batches, publish)
             await state.wait()
             elapsed = state.last - start
             return Sample(n, elapsed, [a - s for a, s in zip(state.arrived, sent, strict=True)])

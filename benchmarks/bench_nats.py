@@ -43,7 +43,7 @@ from actorbus.brokers.nats._mapping import consumer_name, headers_for, stream_na
 from actorbus.messages import SCHEMA_VERSION_HEADER, Envelope
 
 from ._common import OrderCreated, PlainOrderCreated, Settings, make_events, make_plain
-from ._stats import Arrivals, CaseResult, Sample, Series, TimedRound, interleaved
+from ._stats import Arrivals, CaseResult, Sample, Series, TimedRound, interleaved, produce_batches
 from .bench_peers import _model
 
 __all__ = ("run",)
@@ -479,25 +479,6 @@ async def _e2e(
     async def handle(event: OrderCreated, ctx: HandlerContext) -> None:
         current.hit(event.qty)
 
-    async def produce(n: int, publish_batch: Callable[[int, int], Awaitable[None]]) -> list[float]:
-        sent = [0.0] * n
-        sem = asyncio.Semaphore(in_flight_batches)
-
-        async def batch(lo: int, hi: int) -> None:
-            try:
-                t0 = _now()
-                for i in range(lo, hi):
-                    sent[i] = t0
-                await publish_batch(lo, hi)
-            finally:
-                sem.release()
-
-        async with asyncio.TaskGroup() as tg:
-            for lo in range(0, n, _E2E_BATCH):
-                await sem.acquire()
-                tg.create_task(batch(lo, min(n, lo + _E2E_BATCH)))
-        return sent
-
     raw_x = _E2E_RAW_X
     raw_stream = stream_name(raw_x)
     await js.add_stream(
@@ -526,7 +507,7 @@ async def _e2e(
                     await broker.publish_batch(_outbound(_E2E_X, app, events[lo:hi]))
 
                 start = _now()
-                sent = await produce(n, publish)
+                sent = await produce_batches(n, _E2E_BATCH, in_flight_batches, publish)
                 await state.wait()
                 elapsed = state.last - start
                 latencies = [a - s for a, s in zip(state.arrived, sent, strict=True)]
@@ -548,7 +529,7 @@ async def _e2e(
                         await future
 
                 start = _now()
-                sent = await produce(n, publish)
+                sent = await produce_batches(n, _E2E_BATCH, in_flight_batches, publish)
                 await state.wait()
                 elapsed = state.last - start
                 latencies = [a - s for a, s in zip(state.arrived, sent, strict=True)]
